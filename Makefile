@@ -1,0 +1,41 @@
+# Thin wrapper: set up (idempotent), configure, build, run.
+#   make demo   — install what is missing, build, run the demo
+#   make test   — install what is missing, build, run the whole test suite
+VENV   := .venv
+BUILD  ?= build
+JOBS   ?= $(shell nproc)
+CMAKE  := $(VENV)/bin/cmake
+CTEST  := $(VENV)/bin/ctest
+PREFIX ?= $(CURDIR)/_install
+CMAKE_ARGS ?=
+
+.PHONY: all setup configure build demo test install golden clean
+all: build
+
+setup:
+	@tools/setup.sh
+
+configure: setup
+	@$(CMAKE) -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	    -DHalide_DIR="$$(tools/halide_dir.sh)" $(CMAKE_ARGS) > $(BUILD).configure.log \
+	    || { cat $(BUILD).configure.log; exit 1; }
+
+build: configure
+	@$(CMAKE) --build $(BUILD) -j $(JOBS)
+
+demo: build
+	@$(BUILD)/tools/bnforge_demo
+
+test: build
+	@$(CTEST) --test-dir $(BUILD) -j $(JOBS) --output-on-failure --timeout 900
+
+install: build
+	@$(CMAKE) --install $(BUILD) --prefix $(PREFIX)
+
+# Regenerate the PyTorch golden files (needs Debian's python3-torch).
+golden:
+	@tools/setup.sh dev
+	@tools/make_golden.sh
+
+clean:
+	@rm -rf $(BUILD) $(BUILD).configure.log

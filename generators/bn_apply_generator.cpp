@@ -1,0 +1,81 @@
+// Normalise and activate: y = act(((x − shift) − offset)·scale + beta [+ addend]).
+//
+// The per-channel mean arrives split as shift + offset (shift = the mean
+// rounded to float32, offset = the rounding error), so x − shift is exact for
+// data near the mean and no precision is lost when the data sit far from
+// zero — unlike the folded x·scale + (beta − mean·scale).
+// With ReLU the pipeline also writes a 1-bit mask of the positive outputs.
+#include "bn_common.h"
+
+namespace bnforge_gen {
+
+class BnApply : public Generator<BnApply> {
+public:
+    GeneratorParam<Layout> layout{"layout", Layout::NCHW, kLayoutNames};
+    GeneratorParam<Type> dtype{"dtype", Float(32)};
+    GeneratorParam<Fusion> fusion{"fusion", Fusion::None, kFusionNames};
+
+    Input<Buffer<float, 1>> shift{"shift"};
+    Input<Buffer<float, 1>> offset{"offset"};
+    Input<Buffer<float, 1>> scale{"scale"};
+    Input<Buffer<float, 1>> beta{"beta"};
+
+    void configure() {
+        x = add_input<Buffer<>>("x", dtype, 3);
+        if (fusion == Fusion::AddRelu) addend = add_input<Buffer<>>("addend", dtype, 3);
+        y = add_output<Buffer<>>("y", dtype, 3);
+        if (fusion != Fusion::None) mask = add_output<Buffer<uint8_t, 3>>("mask");
+    }
+
+    void generate() {
+        Expr c = layout == Layout::NCHW ? d1 : d0;
+        Expr v = centred(cast<float>((*x)(d0, d1, n)), shift(c), offset(c)) * scale(c) + beta(c);
+        if (addend) v += cast<float>((*addend)(d0, d1, n));
+        pre(d0, d1, n) = v;
+        // select(v < 0, 0, v) rather than max(): NaN propagates, as in PyTorch.
+        Expr out = pre(d0, d1, n);
+        if (fusion != Fusion::None) out = select(out < 0.0f, 0.0f, out);
+        (*y)(d0, d1, n) = cast(dtype, out);
+        if (mask) {
+            Func positive("positive");
+            positive(d0, d1, n) = pre(d0, d1, n) > 0.0f;
+            (*mask)(b, d1, n) = pack_mask_bits(positive, b, d1, n, x->dim(0).extent());
+        }
+
+        set_batch_estimates(*x, layout);
+        if (addend) set_batch_estimates(*addend, layout);
+        set_batch_estimates(*y, layout);
+        for (auto* p : {&shift, &offset, &scale, &beta}) p->set_estimates({{0, kEstC}});
+        if (mask) {
+            if (layout == Layout::NCHW) {
+                mask->set_estimates({{0, kEstS / 8}, {0, kEstC}, {0, kEstN}});
+            } else {
+                mask->set_estimates({{0, kEstC / 8}, {0, kEstS}, {0, kEstN}});
+            }
+        }
+    }
+
+    void schedule() {
+        if (using_autoscheduler()) {
+            // Estimates above are all an autoscheduler needs.
+        } else if (get_target().has_gpu_feature()) {
+            no_gpu_schedule_yet("bn_apply");
+        } else {
+            const int vec = natural_vector_size<float>();
+            schedule_rows_cpu(*y, d0, d1, n, y->dim(0).extent(), vec);
+            if (mask) schedule_rows_cpu(*mask, b, d1, n, mask->dim(0).extent(), vec);
+        }
+    }
+
+private:
+    Var d0{"d0"}, d1{"d1"}, n{"n"}, b{"b"};
+    Func pre{"pre"};
+    Input<Buffer<>>* x = nullptr;
+    Input<Buffer<>>* addend = nullptr;
+    Output<Buffer<>>* y = nullptr;
+    Output<Buffer<uint8_t, 3>>* mask = nullptr;
+};
+
+}  // namespace bnforge_gen
+
+HALIDE_REGISTER_GENERATOR(bnforge_gen::BnApply, bn_apply)

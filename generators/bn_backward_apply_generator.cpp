@@ -1,0 +1,76 @@
+// Backward apply: dx = g·k_dy − (x − mean)·k_xmu − k_bias, with g = dy (masked
+// by the ReLU mask for the fused op). The runtime folds the per-channel terms:
+//   training: k_dy = γ·invstd, k_xmu = γ·invstd³·sum_dy_xmu/M, k_bias = γ·invstd·sum_dy/M
+//   eval / frozen statistics: k_dy = γ·invstd, k_xmu = k_bias = 0.
+// The fused op also writes d_addend = g.
+#include "bn_common.h"
+
+namespace bnforge_gen {
+
+class BnBackwardApply : public Generator<BnBackwardApply> {
+public:
+    GeneratorParam<Layout> layout{"layout", Layout::NCHW, kLayoutNames};
+    GeneratorParam<Type> dtype{"dtype", Float(32)};
+    GeneratorParam<Fusion> fusion{"fusion", Fusion::None, kFusionNames};
+
+    Input<Buffer<float, 1>> shift{"shift"};
+    Input<Buffer<float, 1>> offset{"offset"};
+    Input<Buffer<float, 1>> k_dy{"k_dy"};
+    Input<Buffer<float, 1>> k_xmu{"k_xmu"};
+    Input<Buffer<float, 1>> k_bias{"k_bias"};
+
+    void configure() {
+        x = add_input<Buffer<>>("x", dtype, 3);
+        dy = add_input<Buffer<>>("dy", dtype, 3);
+        if (fusion != Fusion::None) mask = add_input<Buffer<uint8_t, 3>>("mask");
+        dx = add_output<Buffer<>>("dx", dtype, 3);
+        if (fusion == Fusion::AddRelu) daddend = add_output<Buffer<>>("daddend", dtype, 3);
+    }
+
+    void generate() {
+        Expr c = layout == Layout::NCHW ? d1 : d0;
+        Expr gv = cast<float>((*dy)(d0, d1, n));
+        if (mask) gv = select(mask_bit(*mask, d0, d1, n), gv, 0.0f);
+        g(d0, d1, n) = gv;
+        Expr xmu = centred(cast<float>((*x)(d0, d1, n)), shift(c), offset(c));
+        (*dx)(d0, d1, n) = cast(dtype, g(d0, d1, n) * k_dy(c) - xmu * k_xmu(c) - k_bias(c));
+        if (daddend) (*daddend)(d0, d1, n) = cast(dtype, g(d0, d1, n));
+
+        set_batch_estimates(*x, layout);
+        set_batch_estimates(*dy, layout);
+        set_batch_estimates(*dx, layout);
+        if (daddend) set_batch_estimates(*daddend, layout);
+        if (mask) mask->set_estimates({{0, (layout == Layout::NCHW ? kEstS : kEstC) / 8},
+                                       {0, layout == Layout::NCHW ? kEstC : kEstS}, {0, kEstN}});
+        for (auto* p : {&shift, &offset, &k_dy, &k_xmu, &k_bias}) p->set_estimates({{0, kEstC}});
+    }
+
+    void schedule() {
+        if (using_autoscheduler()) {
+            // Estimates above are all an autoscheduler needs.
+        } else if (get_target().has_gpu_feature()) {
+            no_gpu_schedule_yet("bn_backward_apply");
+        } else {
+            const int vec = natural_vector_size<float>();
+            Var rows = schedule_rows_cpu(*dx, d0, d1, n, dx->dim(0).extent(), vec);
+            if (daddend) {
+                // Same loop nest as dx, so dy and the mask are read once.
+                schedule_rows_cpu(*daddend, d0, d1, n, dx->dim(0).extent(), vec);
+                daddend->compute_with(Func(*dx), rows);
+            }
+        }
+    }
+
+private:
+    Var d0{"d0"}, d1{"d1"}, n{"n"};
+    Func g{"g"};
+    Input<Buffer<>>* x = nullptr;
+    Input<Buffer<>>* dy = nullptr;
+    Input<Buffer<uint8_t, 3>>* mask = nullptr;
+    Output<Buffer<>>* dx = nullptr;
+    Output<Buffer<>>* daddend = nullptr;
+};
+
+}  // namespace bnforge_gen
+
+HALIDE_REGISTER_GENERATOR(bnforge_gen::BnBackwardApply, bn_backward_apply)

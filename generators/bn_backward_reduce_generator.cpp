@@ -1,0 +1,70 @@
+// Backward reduction: per channel sum_dy = Σ g and sum_dy_xmu = Σ g·(x − mean),
+// where g = dy, or dy masked by the forward ReLU mask for the fused op.
+// The mean arrives as shift + offset (see bn_apply); sums as in bn_stats.
+#include "bn_common.h"
+
+namespace bnforge_gen {
+
+class BnBackwardReduce : public Generator<BnBackwardReduce> {
+public:
+    GeneratorParam<Layout> layout{"layout", Layout::NCHW, kLayoutNames};
+    GeneratorParam<Type> dtype{"dtype", Float(32)};
+    GeneratorParam<bool> masked{"masked", false};
+
+    Input<Buffer<float, 1>> shift{"shift"};
+    Input<Buffer<float, 1>> offset{"offset"};
+    Output<Buffer<double, 1>> sum_dy{"sum_dy"};
+    Output<Buffer<double, 1>> sum_dy_xmu{"sum_dy_xmu"};
+
+    void configure() {
+        x = add_input<Buffer<>>("x", dtype, 3);
+        dy = add_input<Buffer<>>("dy", dtype, 3);
+        if (masked) mask = add_input<Buffer<uint8_t, 3>>("mask");
+    }
+
+    void generate() {
+        Var s("s"), c("c"), n("n"), d0("d0"), d1("d1");
+        Func g_mem("g_mem");
+        Expr g = cast<float>((*dy)(d0, d1, n));
+        if (mask) g = select(mask_bit(*mask, d0, d1, n), g, 0.0f);
+        g_mem(d0, d1, n) = g;
+
+        Func terms("terms");
+        Expr gl = at(g_mem, layout, s, c, n);
+        Expr xmu = centred(cast<float>(at(*x, layout, s, c, n)), shift(c), offset(c));
+        terms(s, c, n) = Tuple(gl, gl * xmu);
+
+        sums = channel_sums(terms, spatial_extent(*x, layout), x->dim(2).extent(), layout);
+        sum_dy(c) = sums.total(c)[0];
+        sum_dy_xmu(c) = sums.total(c)[1];
+
+        set_batch_estimates(*x, layout);
+        set_batch_estimates(*dy, layout);
+        if (mask) mask->set_estimates({{0, (layout == Layout::NCHW ? kEstS : kEstC) / 8},
+                                       {0, layout == Layout::NCHW ? kEstC : kEstS}, {0, kEstN}});
+        shift.set_estimates({{0, kEstC}});
+        offset.set_estimates({{0, kEstC}});
+        sum_dy.set_estimates({{0, kEstC}});
+        sum_dy_xmu.set_estimates({{0, kEstC}});
+    }
+
+    void schedule() {
+        if (using_autoscheduler()) {
+            // Estimates above are all an autoscheduler needs.
+        } else if (get_target().has_gpu_feature()) {
+            no_gpu_schedule_yet("bn_backward_reduce");
+        } else {
+            schedule_channel_sums_cpu(sums, layout, natural_vector_size<float>());
+        }
+    }
+
+private:
+    Input<Buffer<>>* x = nullptr;
+    Input<Buffer<>>* dy = nullptr;
+    Input<Buffer<uint8_t, 3>>* mask = nullptr;
+    ChannelSums sums;
+};
+
+}  // namespace bnforge_gen
+
+HALIDE_REGISTER_GENERATOR(bnforge_gen::BnBackwardReduce, bn_backward_reduce)

@@ -1,0 +1,192 @@
+// Shared vocabulary of the batch-norm generators: layouts, fusions, the
+// logical (s, c, n) view of a memory-order buffer, and estimates.
+//
+// Every batch tensor reaches a generator as a 3-D buffer in memory order:
+//   NCHW: (s, c, n)  — spatial innermost (all spatial dims merged into s)
+//   NHWC: (c, s, n)  — channels innermost
+// The algorithms are written once against logical coordinates (s, c, n);
+// only the schedules look at the memory order.
+#pragma once
+
+#include "Halide.h"
+
+#include <map>
+#include <string>
+
+namespace bnforge_gen {
+
+using namespace Halide;
+
+enum class Layout { NCHW, NHWC };
+inline const std::map<std::string, Layout> kLayoutNames = {
+    {"nchw", Layout::NCHW}, {"nhwc", Layout::NHWC}};
+
+// What follows the normalisation: nothing, ReLU, or an added tensor then ReLU
+// (OneFlow's FusedBatchNorm2d). With ReLU a 1-bit mask records which outputs
+// were positive, so backward never needs y.
+enum class Fusion { None, Relu, AddRelu };
+inline const std::map<std::string, Fusion> kFusionNames = {
+    {"none", Fusion::None}, {"relu", Fusion::Relu}, {"add_relu", Fusion::AddRelu}};
+
+// Statistics are accumulated in float32 over chunks of at most this many
+// spatial positions of one (n, c) row, and the chunk sums in float64: the
+// float32 error stays bounded by the chunk length whatever N·S is. NCHW
+// chunks are further split across vector lanes (rfactor), NHWC chunks are
+// summed one position at a time per channel, hence the shorter chunk.
+inline int max_chunk(Layout layout) { return layout == Layout::NCHW ? 2048 : 256; }
+
+// Values are shifted by a per-channel estimate of the mean before summing
+// (the mean of up to 8 of the channel's first values), so the sums see small
+// numbers when the data sit far from zero, and M2 = Σd² − (Σd)²/M loses
+// little to cancellation.
+constexpr int kShiftSamples = 8;
+
+// Typical ResNet-50 stage sizes, for estimates (autoschedulers need them).
+constexpr int kEstN = 32, kEstC = 256, kEstS = 56 * 56;
+
+// The CUDA schedules arrive with the GPU backend; until then a GPU target is a
+// configuration error rather than a silently unscheduled pipeline.
+[[noreturn]] inline void no_gpu_schedule_yet(const char* generator) {
+    throw CompileError(std::string(generator) + " has no GPU schedule yet");
+}
+
+// x − mean with the mean split as shift + offset (shift = the mean rounded to
+// float32, offset = the rest). x − shift is exact for data near the mean;
+// strict_float stops Halide and LLVM from reassociating it into
+// x − (shift + offset), which would throw that exactness away.
+inline Expr centred(const Expr& x, const Expr& shift, const Expr& offset) {
+    return strict_float((x - shift) - offset);
+}
+
+// Memory-order <-> logical coordinates.
+inline Expr at(const Func& f, Layout layout, const Expr& s, const Expr& c, const Expr& n) {
+    return layout == Layout::NCHW ? f(s, c, n) : f(c, s, n);
+}
+
+template <class Buf>
+Expr spatial_extent(const Buf& b, Layout layout) {
+    return b.dim(layout == Layout::NCHW ? 0 : 1).extent();
+}
+template <class Buf>
+Expr channel_extent(const Buf& b, Layout layout) {
+    return b.dim(layout == Layout::NCHW ? 1 : 0).extent();
+}
+
+// Estimates for a batch tensor in memory order.
+template <class Buf>
+void set_batch_estimates(Buf& b, Layout layout) {
+    if (layout == Layout::NCHW) {
+        b.set_estimates({{0, kEstS}, {0, kEstC}, {0, kEstN}});
+    } else {
+        b.set_estimates({{0, kEstC}, {0, kEstS}, {0, kEstN}});
+    }
+}
+
+// Bits of the ReLU mask: bit i of byte (b, j, n) is element (8b + i, j, n) in
+// memory order, i.e. packed along the innermost dimension.
+inline Expr pack_mask_bits(const Func& positive, const Expr& b, const Expr& j, const Expr& n,
+                           const Expr& inner_extent) {
+    Expr byte = cast<uint8_t>(0);
+    for (int i = 0; i < 8; i++) {
+        Expr e = b * 8 + i;
+        Expr bit = positive(min(e, inner_extent - 1), j, n) && (e < inner_extent);
+        byte = byte | (cast<uint8_t>(bit) << i);
+    }
+    return byte;
+}
+
+inline Expr mask_bit(const Func& mask, const Expr& e, const Expr& j, const Expr& n) {
+    return ((mask(e / 8, j, n) >> cast<uint8_t>(e % 8)) & cast<uint8_t>(1)) != cast<uint8_t>(0);
+}
+
+}  // namespace bnforge_gen
+
+namespace bnforge_gen {
+
+// Per-channel float64 sums of a pair of float32 terms over (s, n), accumulated
+// in float32 within chunks of one row and in float64 across chunks.
+// `terms(s, c, n)` must be a 2-tuple of floats in logical coordinates.
+struct ChannelSums {
+    Func part;   // (k, c, n): float32 chunk sums
+    Func total;  // (c): float64 sums
+    RVar r;      // the in-chunk reduction variable of `part`
+    Var k{"k"}, c{"c"}, n{"n"};
+};
+
+inline ChannelSums channel_sums(const Func& terms, const Expr& spatial, const Expr& batch, Layout layout) {
+    ChannelSums cs;
+    Expr chunk = min(spatial, max_chunk(layout));
+    Expr chunks = (spatial + chunk - 1) / chunk;
+
+    RDom r(0, chunk, "r");
+    Expr s = cs.k * chunk + r;
+    Expr inside = s < spatial;
+    Tuple t = terms(min(s, spatial - 1), cs.c, cs.n);
+    cs.part = Func("chunk_sums");
+    cs.part(cs.k, cs.c, cs.n) = Tuple(0.0f, 0.0f);
+    cs.part(cs.k, cs.c, cs.n) = Tuple(cs.part(cs.k, cs.c, cs.n)[0] + select(inside, t[0], 0.0f),
+                                      cs.part(cs.k, cs.c, cs.n)[1] + select(inside, t[1], 0.0f));
+    cs.r = r;
+
+    RDom kn(0, chunks, 0, batch, "kn");
+    cs.total = Func("channel_sums");
+    cs.total(cs.c) = Tuple(cast<double>(0), cast<double>(0));
+    cs.total(cs.c) = Tuple(cs.total(cs.c)[0] + cast<double>(cs.part(kn.x, cs.c, kn.y)[0]),
+                           cs.total(cs.c)[1] + cast<double>(cs.part(kn.x, cs.c, kn.y)[1]));
+    return cs;
+}
+
+// The per-channel shift of the statistics: a float32 mean of the first
+// kShiftSamples values of channel c in (s, n) order.
+inline Expr channel_shift(const Func& xf, const Expr& c, const Expr& spatial, const Expr& batch) {
+    Expr samples = min(spatial * batch, kShiftSamples);
+    Expr sum = 0.0f;
+    for (int i = 0; i < kShiftSamples; i++) {
+        Expr s = min(i, samples - 1) % spatial, n = min(i, samples - 1) / spatial;
+        sum += select(i < samples, xf(s, c, n), 0.0f);
+    }
+    return sum / cast<float>(samples);
+}
+
+// CPU schedule of channel_sums: chunk sums in parallel over the batch,
+// vectorised along the contiguous dimension (rfactor across lanes for NCHW,
+// across channels for NHWC); the float64 pass over chunks is O(C·N·S/chunk).
+inline void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec) {
+    cs.part.compute_root();
+    if (layout == Layout::NCHW) {
+        RVar ro("ro"), ri("ri");
+        Var u("u");
+        cs.part.update().split(cs.r, ro, ri, vec * 2);
+        Func lanes = cs.part.update().rfactor(ri, u);
+        lanes.compute_at(cs.part, cs.k).vectorize(u);
+        lanes.update().vectorize(u);
+        cs.part.update().parallel(cs.n);
+    } else {
+        cs.part.vectorize(cs.c, vec, TailStrategy::GuardWithIf);
+        cs.part.update()
+            .reorder(cs.c, cs.r, cs.k, cs.n)
+            .vectorize(cs.c, vec, TailStrategy::GuardWithIf)
+            .parallel(cs.n);
+    }
+    cs.total.compute_root();
+}
+
+}  // namespace bnforge_gen
+
+namespace bnforge_gen {
+
+// CPU schedule of an elementwise output in memory order (d0, d1, n): each
+// parallel task takes whole d0 rows of several (d1, n), enough to amortise the
+// task overhead when rows are short (NHWC with few channels). Returns the
+// per-task row loop, where siblings can be fused with compute_with.
+inline Var schedule_rows_cpu(Func f, const Var& d0, const Var& d1, const Var& n, const Expr& row_length,
+                             int vec) {
+    Var row("row"), task("task"), rows("rows");
+    f.fuse(d1, n, row)
+        .split(row, task, rows, max(1, 16384 / max(row_length, 1)), TailStrategy::GuardWithIf)
+        .parallel(task)
+        .vectorize(d0, vec, TailStrategy::GuardWithIf);
+    return rows;
+}
+
+}  // namespace bnforge_gen

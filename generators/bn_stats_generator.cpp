@@ -1,0 +1,63 @@
+// Per-channel batch statistics: mean and M2 (centred sum of squares) over N·S
+// values, numerically stable far from zero.
+//
+// Values are shifted by a per-channel estimate of the mean before summing
+// (see channel_shift), so the sums see x − s, small when the data sit far
+// from zero; the float32 chunk sums are combined in float64, and
+// M2 = Σd² − (Σd)²/M is formed in float64. The count M = N·S is known to the caller.
+#include "bn_common.h"
+
+namespace bnforge_gen {
+
+class BnStats : public Generator<BnStats> {
+public:
+    GeneratorParam<Layout> layout{"layout", Layout::NCHW, kLayoutNames};
+    GeneratorParam<Type> dtype{"dtype", Float(32)};
+
+    Output<Buffer<double, 1>> mean{"mean"};
+    Output<Buffer<double, 1>> m2{"m2"};
+
+    void configure() { x = add_input<Buffer<>>("x", dtype, 3); }
+
+    void generate() {
+        Var s("s"), c("c"), n("n");
+        Func xf("xf");
+        xf(s, c, n) = cast<float>(at(*x, layout, s, c, n));
+        Expr spatial = spatial_extent(*x, layout), batch = x->dim(2).extent();
+
+        Func shift("shift");
+        shift(c) = channel_shift(xf, c, spatial, batch);
+        Func terms("terms");
+        Expr d = xf(s, c, n) - shift(c);
+        terms(s, c, n) = Tuple(d, d * d);
+
+        sums = channel_sums(terms, spatial, batch, layout);
+        Expr count = cast<double>(spatial) * cast<double>(batch);
+        Expr sum_d = sums.total(c)[0], sum_d2 = sums.total(c)[1];
+        mean(c) = cast<double>(shift(c)) + sum_d / count;
+        m2(c) = max(sum_d2 - sum_d * (sum_d / count), cast<double>(0));
+
+        set_batch_estimates(*x, layout);
+        mean.set_estimates({{0, kEstC}});
+        m2.set_estimates({{0, kEstC}});
+    }
+
+    void schedule() {
+        if (using_autoscheduler()) {
+            // Estimates above are all an autoscheduler needs.
+        } else if (get_target().has_gpu_feature()) {
+            // GPU schedules come with the CUDA backend; no GPU library is built from this generator yet.
+            no_gpu_schedule_yet("bn_stats");
+        } else {
+            schedule_channel_sums_cpu(sums, layout, natural_vector_size<float>());
+        }
+    }
+
+private:
+    Input<Buffer<>>* x = nullptr;
+    ChannelSums sums;
+};
+
+}  // namespace bnforge_gen
+
+HALIDE_REGISTER_GENERATOR(bnforge_gen::BnStats, bn_stats)

@@ -1,0 +1,50 @@
+#include "channel_values.h"
+
+#include "check.h"
+
+namespace bnforge::detail {
+
+std::string format_shape(const std::vector<int64_t>& shape) {
+    std::string s = "(";
+    for (size_t i = 0; i < shape.size(); i++) s += (i ? ", " : "") + std::to_string(shape[i]);
+    return s + (shape.size() == 1 ? ",)" : ")");
+}
+
+namespace {
+
+// Logical index of the c-th channel value: the only non-unit dimension.
+std::vector<int64_t> channel_index(const Tensor& t, int64_t c) {
+    std::vector<int64_t> index(t.dim(), 0);
+    for (int64_t d = 0; d < t.dim(); d++) {
+        if (t.shape()[d] != 1) {
+            index[d] = c;
+            break;
+        }
+    }
+    return index;
+}
+
+}  // namespace
+
+std::vector<double> channel_values(const Tensor& t, int64_t channels, double fallback, const char* arg) {
+    if (!t.defined()) return std::vector<double>(channels, fallback);
+    BNF_CHECK(t.numel() == channels, arg << ": expected " << channels << " values (one per channel), got shape "
+                                         << format_shape(t.shape()));
+    BNF_CHECK(t.device().is_cpu(), arg << ": per-channel tensors must be on cpu, got " << t.device().str());
+    std::vector<double> v(channels);
+    if (t.dtype() == DType::Float32 && t.is_contiguous()) {
+        const float* p = t.data<float>();
+        for (int64_t c = 0; c < channels; c++) v[c] = p[c];
+    } else {
+        for (int64_t c = 0; c < channels; c++) v[c] = t.item(channel_index(t, c));
+    }
+    return v;
+}
+
+void set_channel_values(Tensor& t, const std::vector<double>& values) {
+    const int64_t channels = static_cast<int64_t>(values.size());
+    BNF_CHECK(t.numel() == channels, "internal: writing " << channels << " values into shape " << format_shape(t.shape()));
+    for (int64_t c = 0; c < channels; c++) t.set_item(channel_index(t, c), values[c]);
+}
+
+}  // namespace bnforge::detail

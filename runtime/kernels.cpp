@@ -1,0 +1,214 @@
+#include "kernels.h"
+
+#include "check.h"
+#include "kernel_headers.h"
+
+#include <climits>
+#include <mutex>
+
+namespace bnforge::detail {
+
+namespace {
+
+constexpr DType dtype_from_tag_f32 = DType::Float32;
+constexpr DType dtype_from_tag_f16 = DType::Float16;
+constexpr DType dtype_from_tag_bf16 = DType::BFloat16;
+constexpr Layout layout_from_tag_nchw = Layout::NCHW;
+constexpr Layout layout_from_tag_nhwc = Layout::NHWC;
+constexpr Device::Kind device_from_tag_cpu = Device::Kind::CPU;
+
+std::vector<KernelEntry> build_table() {
+    std::vector<KernelEntry> table;
+#define BNFORGE_KERNEL(pipeline, device, dtype, layout, fusion, name)                                 \
+    table.push_back({Pipeline::pipeline, device_from_tag_##device, dtype_from_tag_##dtype,            \
+                     layout_from_tag_##layout, Fusion::fusion, #name, &name##_argv, &name##_metadata});
+#include "kernel_registry.inc"
+#undef BNFORGE_KERNEL
+    return table;
+}
+
+const char* to_string(Pipeline p) {
+    switch (p) {
+        case Pipeline::stats: return "stats";
+        case Pipeline::apply: return "apply";
+        case Pipeline::backward_reduce: return "backward_reduce";
+        case Pipeline::backward_apply: return "backward_apply";
+    }
+    return "?";
+}
+
+const char* to_string(Fusion f) {
+    switch (f) {
+        case Fusion::none: return "none";
+        case Fusion::relu: return "relu";
+        case Fusion::add_relu: return "add_relu";
+        case Fusion::masked: return "masked";
+    }
+    return "?";
+}
+
+// Halide reports errors through this handler; the default one aborts. Each
+// call passes its own CallContext as the user context, so concurrent calls
+// keep their messages apart.
+struct CallContext {
+    std::string error;
+};
+
+void halide_error_to_context(void* user_context, const char* message) {
+    if (user_context) static_cast<CallContext*>(user_context)->error += message;
+}
+
+void install_error_handler() {
+    static std::once_flag once;
+    std::call_once(once, [] { halide_set_error_handler(&halide_error_to_context); });
+}
+
+halide_type_t halide_type_of(DType dtype) {
+    switch (dtype) {
+        case DType::Float32: return {halide_type_float, 32, 1};
+        case DType::Float16: return {halide_type_float, 16, 1};
+        case DType::BFloat16: return {halide_type_bfloat, 16, 1};
+        case DType::UInt8: return {halide_type_uint, 8, 1};
+        case DType::Int64: return {halide_type_int, 64, 1};
+    }
+    return {};
+}
+
+int32_t checked_int32(int64_t v, const char* arg, const char* what) {
+    BNF_CHECK(v >= INT32_MIN && v <= INT32_MAX, arg << ": " << what << " " << v
+                                                    << " exceeds the kernels' 32-bit dimension range");
+    return static_cast<int32_t>(v);
+}
+
+void init_buffer(halide_buffer_t& buf, void* host, halide_type_t type, int dims, halide_dimension_t* dim) {
+    buf = halide_buffer_t{};
+    buf.host = static_cast<uint8_t*>(host);
+    buf.type = type;
+    buf.dimensions = dims;
+    buf.dim = dim;
+}
+
+}  // namespace
+
+const std::vector<KernelEntry>& kernel_table() {
+    static const std::vector<KernelEntry> table = build_table();
+    return table;
+}
+
+const KernelEntry& find_kernel(Pipeline pipeline, Device device, DType dtype, Layout layout, Fusion fusion) {
+    for (const KernelEntry& k : kernel_table()) {
+        if (k.pipeline == pipeline && k.device == device.kind && k.dtype == dtype && k.layout == layout &&
+            k.fusion == fusion) {
+            return k;
+        }
+    }
+    throw Error(std::string("no ") + to_string(pipeline) + " kernel was built for device " + device.str() +
+                ", dtype " + bnforge::to_string(dtype) + ", layout " + bnforge::to_string(layout) +
+                ", fusion " + to_string(fusion) + " (see BNFORGE_DTYPES / BNFORGE_LAYOUTS)");
+}
+
+namespace {
+
+// Logical (N, C, spatial...) strides of `x` merged into one spatial stride;
+// returns false when the spatial dims do not form a single strided run.
+bool merged_spatial(const Tensor& x, int64_t& spatial, int64_t& inner_stride) {
+    spatial = 1;
+    inner_stride = 1;
+    bool first = true;
+    for (int64_t d = x.dim() - 1; d >= 2; d--) {
+        const int64_t extent = x.shape()[d], stride = x.strides()[d];
+        if (extent == 1) continue;
+        if (first) {
+            inner_stride = stride;
+            first = false;
+        } else if (stride != inner_stride * spatial) {
+            return false;
+        }
+        spatial *= extent;
+    }
+    return true;
+}
+
+}  // namespace
+
+Layout kernel_layout_for(const Tensor& x, const char* arg) {
+    int64_t spatial = 1, inner = 1;
+    BNF_CHECK(merged_spatial(x, spatial, inner),
+              arg << ": spatial dimensions must be laid out as one strided run (dense H, W); got strides "
+                  << format_shape(x.strides()));
+    const int64_t channels = x.shape()[1];
+    // Memory that reads the same both ways goes to the kernel with the longer contiguous run.
+    if (spatial == 1) return Layout::NHWC;
+    if (channels == 1) return Layout::NCHW;
+    if (inner == 1) return Layout::NCHW;
+    if (x.strides()[1] == 1) return Layout::NHWC;
+    throw Error(std::string(arg) + ": unsupported strides " + format_shape(x.strides()) + " for shape " +
+                format_shape(x.shape()) + "; expected spatial stride 1 (NCHW) or channel stride 1 (NHWC)");
+}
+
+void make_batch_view(BatchView& view, const Tensor& x, Layout kernel_layout, const char* arg) {
+    int64_t spatial = 1, inner = 1;
+    BNF_CHECK(merged_spatial(x, spatial, inner), arg << ": spatial dimensions are not one strided run");
+    const int64_t n = x.shape()[0], c = x.shape()[1];
+    const int64_t stride_n = x.strides()[0], stride_c = x.strides()[1];
+    view.kernel_layout = kernel_layout;
+    if (kernel_layout == Layout::NCHW) {
+        BNF_CHECK(spatial == 1 || inner == 1, arg << ": NCHW kernels need spatial stride 1, got " << inner);
+        view.dims[0] = {0, checked_int32(spatial, arg, "spatial size"), 1, 0};
+        view.dims[1] = {0, checked_int32(c, arg, "channels"), checked_int32(stride_c, arg, "channel stride"), 0};
+    } else {
+        BNF_CHECK(c == 1 || stride_c == 1, arg << ": NHWC kernels need channel stride 1, got " << stride_c);
+        view.dims[0] = {0, checked_int32(c, arg, "channels"), 1, 0};
+        view.dims[1] = {0, checked_int32(spatial, arg, "spatial size"), checked_int32(inner, arg, "spatial stride"), 0};
+    }
+    view.dims[2] = {0, checked_int32(n, arg, "batch size"), checked_int32(stride_n, arg, "batch stride"), 0};
+    init_buffer(view.buf, x.raw_data(), halide_type_of(x.dtype()), 3, view.dims);
+}
+
+Tensor empty_mask_for(const BatchView& view, Device device) {
+    const int64_t bytes_per_row = (view.dims[0].extent + 7) / 8;
+    return Tensor::empty({view.dims[2].extent, view.dims[1].extent, bytes_per_row}, DType::UInt8, device);
+}
+
+ChannelBuffer::ChannelBuffer(const float* data, int64_t channels) {
+    dim = {0, checked_int32(channels, "channels", "count"), 1, 0};
+    init_buffer(buf, const_cast<float*>(data), {halide_type_float, 32, 1}, 1, &dim);
+}
+
+ChannelBuffer::ChannelBuffer(const double* data, int64_t channels) {
+    dim = {0, checked_int32(channels, "channels", "count"), 1, 0};
+    init_buffer(buf, const_cast<double*>(data), {halide_type_float, 64, 1}, 1, &dim);
+}
+
+void invoke(const KernelEntry& kernel, std::initializer_list<NamedBuffer> args) {
+    install_error_handler();
+    const halide_filter_metadata_t* meta = kernel.metadata_fn();
+    CallContext context;
+    void* user_context = &context;
+    std::vector<void*> argv(meta->num_arguments, nullptr);
+    size_t matched = 0;
+    for (int i = 0; i < meta->num_arguments; i++) {
+        const halide_filter_argument_t& a = meta->arguments[i];
+        if (a.kind == halide_argument_kind_input_scalar && std::string(a.name) == "__user_context") {
+            argv[i] = &user_context;
+            continue;
+        }
+        for (const NamedBuffer& nb : args) {
+            if (std::string(a.name) == nb.name) {
+                argv[i] = nb.buffer;
+                matched++;
+            }
+        }
+        if (!argv[i]) throw Error(std::string("internal: kernel ") + kernel.name + " needs argument '" + a.name + "'");
+    }
+    if (matched != args.size()) {
+        throw Error(std::string("internal: kernel ") + kernel.name + " was given arguments it does not take");
+    }
+    const int result = kernel.argv_fn(argv.data());
+    if (result != 0) {
+        throw Error(std::string("kernel ") + kernel.name + " failed (Halide error " + std::to_string(result) +
+                    "): " + (context.error.empty() ? "no message" : context.error));
+    }
+}
+
+}  // namespace bnforge::detail

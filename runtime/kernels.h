@@ -1,0 +1,71 @@
+// The AOT kernel table and the one way to call a kernel.
+//
+// Every variant the build generated is listed in kernel_registry.inc (written
+// by cmake/BnforgeKernels.cmake); lookup is by (pipeline, device, dtype,
+// layout, fusion). Kernels are called through Halide's uniform argv entry
+// point with arguments matched by name against the kernel's own metadata, so
+// a mismatch between the runtime and a generator is an Error, not a crash.
+#pragma once
+#include <bnforge/tensor.h>
+
+#include <HalideRuntime.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace bnforge::detail {
+
+enum class Pipeline { stats, apply, backward_reduce, backward_apply };
+// none: plain BN; relu / add_relu: fused activation (and addend); masked: a
+// backward reduction that applies the forward ReLU mask to dy.
+enum class Fusion { none, relu, add_relu, masked };
+
+struct KernelEntry {
+    Pipeline pipeline;
+    Device::Kind device;
+    DType dtype;
+    Layout layout;
+    Fusion fusion;
+    const char* name;
+    int (*argv_fn)(void**);
+    const halide_filter_metadata_t* (*metadata_fn)();
+    std::string target() const { return metadata_fn()->target; }
+};
+
+const std::vector<KernelEntry>& kernel_table();
+const KernelEntry& find_kernel(Pipeline, Device, DType, Layout, Fusion);
+
+// A batch tensor as the generators see it: 3-D in memory order, (s, c, n)
+// for the NCHW kernels and (c, s, n) for the NHWC kernels.
+struct BatchView {
+    Layout kernel_layout;
+    halide_dimension_t dims[3];
+    halide_buffer_t buf;
+};
+// Picks the kernel layout for `x` (a tensor whose memory is the same in both,
+// e.g. rank 2, uses the faster one) and checks that its strides can be
+// expressed as such a view. `arg` names the tensor in error messages.
+Layout kernel_layout_for(const Tensor& x, const char* arg);
+void make_batch_view(BatchView& view, const Tensor& x, Layout kernel_layout, const char* arg);
+// The mask of a relu kernel: one bit per element, packed along the innermost
+// memory dimension; a UInt8 tensor (N, d1, ceil(d0 / 8)).
+Tensor empty_mask_for(const BatchView& view, Device device);
+
+// A per-channel float32 or float64 vector as a 1-D Halide buffer.
+struct ChannelBuffer {
+    halide_dimension_t dim;
+    halide_buffer_t buf;
+    ChannelBuffer(const float* data, int64_t channels);
+    ChannelBuffer(const double* data, int64_t channels);
+};
+
+struct NamedBuffer {
+    const char* name;
+    halide_buffer_t* buffer;
+};
+// Runs `kernel` with the named buffers; every argument of the kernel must be
+// supplied exactly once. Halide errors become bnforge::Error.
+void invoke(const KernelEntry& kernel, std::initializer_list<NamedBuffer> args);
+
+}  // namespace bnforge::detail

@@ -1,0 +1,573 @@
+// bnforge::Tensor: storage ownership, strides, DLPack exchange and the
+// element-wise helpers (copy_, fill_, item) used by modules, tests and tools.
+#include <bnforge/tensor.h>
+
+#include <dlpack/dlpack.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+namespace bnforge {
+
+// The bytes behind one or more Tensor handles. `release` runs exactly once,
+// when the last handle goes away; borrowed memory (from_blob) has none.
+struct Tensor::Storage {
+    void* ptr = nullptr;
+    void (*release)(void* ptr, void* context) = nullptr;
+    void* context = nullptr;
+    Device device;
+
+    Storage() = default;
+    Storage(const Storage&) = delete;
+    Storage& operator=(const Storage&) = delete;
+    ~Storage() {
+        if (release) release(ptr, context);
+    }
+};
+
+namespace {
+
+[[noreturn]] void fail(const std::string& message) { throw Error(message); }
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+    std::string s = "(";
+    for (size_t i = 0; i < shape.size(); ++i) {
+        if (i) s += ", ";
+        s += std::to_string(shape[i]);
+    }
+    return s + (shape.size() == 1 ? ",)" : ")");
+}
+
+// The one place that knows which devices this build can hold memory on; a
+// CUDA build extends it (and allocate_bytes) rather than every caller.
+void check_device_supported(Device device, const char* who) {
+    if (!device.is_cpu())
+        fail(std::string(who) + ": device " + device.str() + " is not supported by this build (CPU only)");
+}
+
+void check_on_cpu(Device device, const char* who) {
+    if (!device.is_cpu())
+        fail(std::string(who) + ": tensor is on " + device.str() + ", expected cpu (element access needs host memory)");
+}
+
+struct Allocation {
+    void* ptr = nullptr;
+    void (*release)(void* ptr, void* context) = nullptr;
+};
+
+constexpr size_t kAlignment = 64;  // a cache line, and enough for any SIMD width Halide emits on CPU
+
+Allocation allocate_bytes(size_t nbytes, Device device, const char* who) {
+    check_device_supported(device, who);
+    // aligned_alloc needs a size that is a multiple of the alignment; an empty
+    // tensor still gets a real (non-null) block so its data pointer is usable.
+    const size_t rounded = std::max<size_t>(kAlignment, (nbytes + kAlignment - 1) / kAlignment * kAlignment);
+    void* ptr = std::aligned_alloc(kAlignment, rounded);
+    if (!ptr) fail(std::string(who) + ": out of memory allocating " + std::to_string(nbytes) + " bytes");
+    return {ptr, [](void* p, void*) { std::free(p); }};
+}
+
+// Validates a shape and returns its element count. Zero extents count as 1 in
+// the overflow check because dense strides treat them so (see
+// contiguous_strides), and those strides must be representable too.
+int64_t checked_numel(const std::vector<int64_t>& shape, DType dtype, const char* who) {
+    for (size_t d = 0; d < shape.size(); ++d) {
+        if (shape[d] < 0)
+            fail(std::string(who) + ": shape[" + std::to_string(d) + "] = " + std::to_string(shape[d]) +
+                 ", expected >= 0");
+    }
+    int64_t bytes = static_cast<int64_t>(element_size(dtype));
+    bool empty = false;
+    for (int64_t extent : shape) {
+        empty = empty || extent == 0;
+        if (__builtin_mul_overflow(bytes, std::max<int64_t>(extent, 1), &bytes))
+            fail(std::string(who) + ": shape " + shape_str(shape) + " is too large (byte size overflows int64)");
+    }
+    return empty ? 0 : bytes / static_cast<int64_t>(element_size(dtype));
+}
+
+void check_strides(const std::vector<int64_t>& shape, const std::vector<int64_t>& strides, DType dtype,
+                   const char* who) {
+    if (strides.size() != shape.size())
+        fail(std::string(who) + ": strides has " + std::to_string(strides.size()) + " entries, expected " +
+             std::to_string(shape.size()) + " (one per dimension of shape " + shape_str(shape) + ")");
+    for (size_t d = 0; d < strides.size(); ++d) {
+        if (strides[d] < 0)
+            fail(std::string(who) + ": strides[" + std::to_string(d) + "] = " + std::to_string(strides[d]) +
+                 ", expected >= 0");
+    }
+    // The furthest element must be addressable without overflowing a byte offset.
+    int64_t last = 0;
+    for (size_t d = 0; d < shape.size(); ++d) {
+        if (shape[d] == 0) return;
+        int64_t step = 0;
+        if (__builtin_mul_overflow(shape[d] - 1, strides[d], &step) || __builtin_add_overflow(last, step, &last))
+            fail(std::string(who) + ": strides of shape " + shape_str(shape) + " overflow int64");
+    }
+    int64_t bytes = 0;
+    if (__builtin_mul_overflow(last + 1, static_cast<int64_t>(element_size(dtype)), &bytes))
+        fail(std::string(who) + ": strides of shape " + shape_str(shape) + " overflow int64");
+}
+
+// Channels-last when the channel dimension is the innermost one in memory;
+// for C == 1 the two layouts coincide and NCHW is the canonical answer.
+Layout infer_layout(const std::vector<int64_t>& shape, const std::vector<int64_t>& strides) {
+    if (shape.size() >= 3 && shape[1] > 1 && strides[1] == 1) return Layout::NHWC;
+    return Layout::NCHW;
+}
+
+// Logical dimensions from outermost to innermost in memory for `layout`.
+std::vector<size_t> memory_order(size_t rank, Layout layout) {
+    std::vector<size_t> order;
+    order.reserve(rank);
+    if (layout == Layout::NHWC && rank >= 3) {
+        order.push_back(0);
+        for (size_t d = 2; d < rank; ++d) order.push_back(d);
+        order.push_back(1);
+    } else {
+        for (size_t d = 0; d < rank; ++d) order.push_back(d);
+    }
+    return order;
+}
+
+// Whether addressing with `strides` reaches the same bytes as the dense
+// strides of `layout`. Extent-1 dimensions are never stepped over, so their
+// strides do not matter (as in PyTorch).
+bool dense_in(const std::vector<int64_t>& shape, const std::vector<int64_t>& strides, Layout layout) {
+    for (int64_t extent : shape)
+        if (extent == 0) return true;
+    const std::vector<int64_t> expected = contiguous_strides(shape, layout);
+    for (size_t d = 0; d < shape.size(); ++d)
+        if (shape[d] != 1 && strides[d] != expected[d]) return false;
+    return true;
+}
+
+// ---- element conversion -------------------------------------------------
+
+template <class T> double to_double(T v) { return static_cast<double>(static_cast<float>(v)); }
+template <> double to_double<float>(float v) { return v; }
+template <> double to_double<int64_t>(int64_t v) { return static_cast<double>(v); }
+template <> double to_double<uint8_t>(uint8_t v) { return v; }
+
+// Float to integer casts are undefined outside the target range, so NaN maps
+// to 0 and out-of-range values saturate; in range they truncate toward zero.
+int64_t saturate_to_int64(double v) {
+    if (std::isnan(v)) return 0;
+    constexpr double kTwo63 = 9223372036854775808.0;
+    if (v >= kTwo63) return std::numeric_limits<int64_t>::max();
+    if (v < -kTwo63) return std::numeric_limits<int64_t>::min();
+    return static_cast<int64_t>(v);
+}
+
+uint8_t saturate_to_uint8(double v) {
+    if (std::isnan(v) || v <= 0) return 0;
+    if (v >= 255) return 255;
+    return static_cast<uint8_t>(v);
+}
+
+template <class T> T from_double(double v) { return T(static_cast<float>(v)); }
+template <> float from_double<float>(double v) { return static_cast<float>(v); }
+template <> int64_t from_double<int64_t>(double v) { return saturate_to_int64(v); }
+template <> uint8_t from_double<uint8_t>(double v) { return saturate_to_uint8(v); }
+
+template <class Dst, class Src> Dst convert(Src v) {
+    if constexpr (std::is_same_v<Dst, Src>) {
+        return v;
+    } else if constexpr (std::is_same_v<Src, float> && !std::is_integral_v<Dst>) {
+        return Dst(v);  // direct: one rounding step instead of going through double
+    } else {
+        return from_double<Dst>(to_double(v));
+    }
+}
+
+template <class T> struct Tag { using type = T; };
+
+template <class F> void dispatch(DType dtype, F&& f) {
+    switch (dtype) {
+        case DType::Float32: f(Tag<float>{}); return;
+        case DType::Float16: f(Tag<Half>{}); return;
+        case DType::BFloat16: f(Tag<BFloat16>{}); return;
+        case DType::Int64: f(Tag<int64_t>{}); return;
+        case DType::UInt8: f(Tag<uint8_t>{}); return;
+    }
+    fail("bnforge: invalid DType value " + std::to_string(static_cast<int>(dtype)));
+}
+
+// Calls row(dst_offset, src_offset, n, dst_step, src_step) for every row of
+// the innermost dimension, offsets in elements. A scalar is one row of one.
+template <class Row>
+void for_each_row(const std::vector<int64_t>& shape, const std::vector<int64_t>& dst_strides,
+                  const std::vector<int64_t>& src_strides, Row&& row) {
+    for (int64_t extent : shape)
+        if (extent == 0) return;
+    if (shape.empty()) {
+        row(int64_t{0}, int64_t{0}, int64_t{1}, int64_t{0}, int64_t{0});
+        return;
+    }
+    const size_t inner = shape.size() - 1;
+    std::vector<int64_t> index(shape.size(), 0);
+    int64_t dst_offset = 0, src_offset = 0;
+    while (true) {
+        row(dst_offset, src_offset, shape[inner], dst_strides[inner], src_strides[inner]);
+        // Odometer over the outer dimensions, keeping both offsets incremental.
+        size_t d = inner;
+        while (d > 0) {
+            --d;
+            if (++index[d] < shape[d]) {
+                dst_offset += dst_strides[d];
+                src_offset += src_strides[d];
+                break;
+            }
+            dst_offset -= (shape[d] - 1) * dst_strides[d];
+            src_offset -= (shape[d] - 1) * src_strides[d];
+            index[d] = 0;
+            if (d == 0) return;
+        }
+        if (inner == 0) return;
+    }
+}
+
+// Byte range [begin, end) that the elements of a (non-empty) view touch.
+std::pair<const char*, const char*> byte_span(const void* data, const std::vector<int64_t>& shape,
+                                              const std::vector<int64_t>& strides, DType dtype) {
+    int64_t last = 0;
+    for (size_t d = 0; d < shape.size(); ++d) last += (shape[d] - 1) * strides[d];
+    const char* begin = static_cast<const char*>(data);
+    return {begin, begin + (last + 1) * static_cast<int64_t>(element_size(dtype))};
+}
+
+int64_t element_offset(const std::vector<int64_t>& shape, const std::vector<int64_t>& strides,
+                       const std::vector<int64_t>& index, const char* who) {
+    if (index.size() != shape.size())
+        fail(std::string(who) + ": index has " + std::to_string(index.size()) + " entries, expected " +
+             std::to_string(shape.size()) + " for shape " + shape_str(shape));
+    int64_t offset = 0;
+    for (size_t d = 0; d < shape.size(); ++d) {
+        if (index[d] < 0 || index[d] >= shape[d])
+            fail(std::string(who) + ": index[" + std::to_string(d) + "] = " + std::to_string(index[d]) +
+                 ", expected 0 <= index < " + std::to_string(shape[d]) + " for shape " + shape_str(shape));
+        offset += index[d] * strides[d];
+    }
+    return offset;
+}
+
+void check_defined(bool defined, const char* who) {
+    if (!defined) fail(std::string(who) + ": tensor is undefined");
+}
+
+// ---- DLPack ----------------------------------------------------------------
+
+bool dtype_from_dlpack(DLDataType t, DType* out) {
+    if (t.lanes != 1) return false;
+    if (t.code == kDLFloat && t.bits == 32) *out = DType::Float32;
+    else if (t.code == kDLFloat && t.bits == 16) *out = DType::Float16;
+    else if (t.code == kDLBfloat && t.bits == 16) *out = DType::BFloat16;
+    else if (t.code == kDLInt && t.bits == 64) *out = DType::Int64;
+    else if (t.code == kDLUInt && t.bits == 8) *out = DType::UInt8;
+    else return false;
+    return true;
+}
+
+DLDataType dtype_to_dlpack(DType dtype) {
+    switch (dtype) {
+        case DType::Float32: return {kDLFloat, 32, 1};
+        case DType::Float16: return {kDLFloat, 16, 1};
+        case DType::BFloat16: return {kDLBfloat, 16, 1};
+        case DType::Int64: return {kDLInt, 64, 1};
+        case DType::UInt8: return {kDLUInt, 8, 1};
+    }
+    fail("to_dlpack: invalid DType value " + std::to_string(static_cast<int>(dtype)));
+}
+
+// Host-visible memory only: pinned host memory is ordinary CPU memory to us.
+Device device_from_dlpack(DLDevice device) {
+    switch (device.device_type) {
+        case kDLCPU:
+        case kDLCUDAHost: return Device::cpu();
+        case kDLCUDA: fail("from_dlpack: device cuda is not supported by this build (CPU only)");
+        default:
+            fail("from_dlpack: device_type " + std::to_string(static_cast<int>(device.device_type)) +
+                 " is not supported, expected kDLCPU (1) or kDLCUDAHost (3)");
+    }
+}
+
+// Owns what the exported DLManagedTensor points at: a handle keeping the
+// storage alive and the shape/strides arrays.
+struct DLPackExport {
+    Tensor tensor;
+    std::vector<int64_t> shape;
+    std::vector<int64_t> strides;
+    DLManagedTensor managed{};
+};
+
+}  // namespace
+
+// ---- construction ---------------------------------------------------------
+
+std::vector<int64_t> contiguous_strides(const std::vector<int64_t>& shape, Layout layout) {
+    std::vector<int64_t> strides(shape.size(), 0);
+    const std::vector<size_t> order = memory_order(shape.size(), layout);
+    int64_t running = 1;
+    // Zero extents count as 1 so the strides stay meaningful (as PyTorch does).
+    for (size_t i = order.size(); i-- > 0;) {
+        strides[order[i]] = running;
+        if (i > 0 && __builtin_mul_overflow(running, std::max<int64_t>(shape[order[i]], 1), &running))
+            fail("contiguous_strides: shape " + shape_str(shape) + " is too large (strides overflow int64)");
+    }
+    return strides;
+}
+
+Tensor Tensor::empty(std::vector<int64_t> shape, DType dtype, Device device, Layout layout) {
+    const int64_t numel = checked_numel(shape, dtype, "Tensor::empty");
+    // The storage exists before the block so that nothing can throw between
+    // allocating the block and handing it to its owner.
+    auto storage = std::make_shared<Storage>();
+    const Allocation block = allocate_bytes(static_cast<size_t>(numel) * element_size(dtype), device, "Tensor::empty");
+    storage->ptr = block.ptr;
+    storage->release = block.release;
+    storage->device = device;
+
+    Tensor t;
+    t.strides_ = contiguous_strides(shape, layout);
+    t.shape_ = std::move(shape);
+    t.storage_ = std::move(storage);
+    t.data_ = block.ptr;
+    t.dtype_ = dtype;
+    t.device_ = device;
+    t.layout_ = layout;
+    return t;
+}
+
+Tensor Tensor::from_blob(void* data, std::vector<int64_t> shape, DType dtype, Device device, Layout layout) {
+    std::vector<int64_t> strides = contiguous_strides(shape, layout);
+    Tensor t = from_blob_strided(data, std::move(shape), std::move(strides), dtype, device);
+    t.layout_ = layout;  // C == 1 cannot be told apart by strides; the caller's word wins
+    return t;
+}
+
+Tensor Tensor::from_blob_strided(void* data, std::vector<int64_t> shape, std::vector<int64_t> strides, DType dtype,
+                                 Device device) {
+    check_device_supported(device, "from_blob");
+    const int64_t numel = checked_numel(shape, dtype, "from_blob");
+    check_strides(shape, strides, dtype, "from_blob");
+    if (!data && numel > 0)
+        fail("from_blob: data is null for shape " + shape_str(shape) + " (" + std::to_string(numel) +
+             " elements), expected a valid pointer");
+
+    auto storage = std::make_shared<Storage>();
+    storage->ptr = data;
+    storage->device = device;
+
+    Tensor t;
+    t.layout_ = infer_layout(shape, strides);
+    t.shape_ = std::move(shape);
+    t.strides_ = std::move(strides);
+    t.storage_ = std::move(storage);
+    t.data_ = data;
+    t.dtype_ = dtype;
+    t.device_ = device;
+    return t;
+}
+
+Tensor Tensor::from_dlpack(DLManagedTensor* managed) {
+    if (!managed) fail("from_dlpack: managed tensor is null");
+    const DLTensor& dl = managed->dl_tensor;
+    const Device device = device_from_dlpack(dl.device);
+    DType dtype;
+    if (!dtype_from_dlpack(dl.dtype, &dtype))
+        fail("from_dlpack: dtype (code " + std::to_string(dl.dtype.code) + ", bits " + std::to_string(dl.dtype.bits) +
+             ", lanes " + std::to_string(dl.dtype.lanes) +
+             ") is not supported, expected float32, float16, bfloat16, int64 or uint8 with lanes 1");
+    if (dl.ndim < 0) fail("from_dlpack: ndim = " + std::to_string(dl.ndim) + ", expected >= 0");
+    if (dl.ndim > 0 && !dl.shape) fail("from_dlpack: shape is null for ndim " + std::to_string(dl.ndim));
+
+    std::vector<int64_t> shape(dl.shape, dl.shape + dl.ndim);
+    const int64_t numel = checked_numel(shape, dtype, "from_dlpack");
+    std::vector<int64_t> strides =
+        dl.strides ? std::vector<int64_t>(dl.strides, dl.strides + dl.ndim) : contiguous_strides(shape, Layout::NCHW);
+    check_strides(shape, strides, dtype, "from_dlpack");
+    if (!dl.data && numel > 0) fail("from_dlpack: data is null for shape " + shape_str(shape));
+
+    // Ownership transfers only once nothing can throw any more, so a caller
+    // whose import failed still owns `managed` and must release it itself.
+    auto storage = std::make_shared<Storage>();
+    storage->ptr = dl.data;
+    storage->device = device;
+    storage->context = managed;
+    storage->release = [](void*, void* context) {
+        auto* m = static_cast<DLManagedTensor*>(context);
+        if (m->deleter) m->deleter(m);
+    };
+
+    Tensor t;
+    t.layout_ = infer_layout(shape, strides);
+    t.data_ = static_cast<char*>(dl.data) + dl.byte_offset;
+    t.shape_ = std::move(shape);
+    t.strides_ = std::move(strides);
+    t.storage_ = std::move(storage);
+    t.dtype_ = dtype;
+    t.device_ = device;
+    return t;
+}
+
+DLManagedTensor* Tensor::to_dlpack() const {
+    check_defined(defined(), "to_dlpack");
+    const DLDataType dtype = dtype_to_dlpack(dtype_);
+    auto* ctx = new DLPackExport{*this, shape_, strides_, {}};
+    DLTensor& dl = ctx->managed.dl_tensor;
+    dl.data = data_;
+    dl.device = {device_.is_cuda() ? kDLCUDA : kDLCPU, device_.index};
+    dl.ndim = static_cast<int>(shape_.size());
+    dl.dtype = dtype;
+    dl.shape = ctx->shape.data();
+    dl.strides = ctx->strides.data();
+    dl.byte_offset = 0;
+    ctx->managed.manager_ctx = ctx;
+    ctx->managed.deleter = [](DLManagedTensor* self) { delete static_cast<DLPackExport*>(self->manager_ctx); };
+    return &ctx->managed;
+}
+
+// ---- queries -----------------------------------------------------------------
+
+int64_t Tensor::size(int64_t d) const {
+    const int64_t rank = dim();
+    if (d < -rank || d >= rank)
+        fail("Tensor::size: dim " + std::to_string(d) + " is out of range for a tensor of rank " +
+             std::to_string(rank) + " (expected " + std::to_string(-rank) + " <= dim < " + std::to_string(rank) + ")");
+    return shape_[static_cast<size_t>(d < 0 ? d + rank : d)];
+}
+
+int64_t Tensor::numel() const {
+    if (!defined()) return 0;
+    int64_t n = 1;
+    for (int64_t extent : shape_) n *= extent;
+    return n;
+}
+
+bool Tensor::is_contiguous() const { return defined() && dense_in(shape_, strides_, layout_); }
+
+void Tensor::check_dtype(DType requested) const {
+    const std::string who = std::string("Tensor::data<") + to_string(requested) + ">";
+    check_defined(defined(), who.c_str());
+    if (requested != dtype_) fail(who + ": tensor has dtype " + to_string(dtype_));
+}
+
+// ---- copies ------------------------------------------------------------------
+
+Tensor Tensor::to(Device device) const {
+    check_defined(defined(), "Tensor::to");
+    if (device == device_) return *this;
+    check_device_supported(device, "Tensor::to");
+    check_device_supported(device_, "Tensor::to");
+    // Unreachable while only one device is supported; a CUDA build copies here.
+    fail("Tensor::to: no copy path from " + device_.str() + " to " + device.str());
+}
+
+Tensor Tensor::clone() const {
+    check_defined(defined(), "Tensor::clone");
+    Tensor out = empty(shape_, dtype_, device_, layout_);
+    out.copy_(*this);
+    return out;
+}
+
+Tensor Tensor::contiguous(Layout layout) const {
+    check_defined(defined(), "Tensor::contiguous");
+    if (dense_in(shape_, strides_, layout)) {
+        // Same bytes, so share them; canonical strides let kernels that demand
+        // e.g. a unit channel stride accept an extent-1 dimension too.
+        Tensor alias = *this;
+        alias.layout_ = layout;
+        alias.strides_ = contiguous_strides(shape_, layout);
+        return alias;
+    }
+    Tensor out = empty(shape_, dtype_, device_, layout);
+    out.copy_(*this);
+    return out;
+}
+
+void Tensor::copy_(const Tensor& src) {
+    check_defined(defined(), "Tensor::copy_ (destination)");
+    check_defined(src.defined(), "Tensor::copy_ (source)");
+    if (src.shape_ != shape_)
+        fail("Tensor::copy_: source shape " + shape_str(src.shape_) + " does not match destination shape " +
+             shape_str(shape_));
+    check_on_cpu(device_, "Tensor::copy_ (destination)");
+    check_on_cpu(src.device_, "Tensor::copy_ (source)");
+    if (numel() == 0) return;
+
+    // Reading and writing overlapping memory element by element could read
+    // already-overwritten values; go through a private copy of the source.
+    const auto dst_span = byte_span(data_, shape_, strides_, dtype_);
+    const auto src_span = byte_span(src.data_, src.shape_, src.strides_, src.dtype_);
+    const bool identical = data_ == src.data_ && strides_ == src.strides_ && dtype_ == src.dtype_;
+    if (identical) return;
+    if (dst_span.first < src_span.second && src_span.first < dst_span.second) {
+        Tensor staged = empty(src.shape_, src.dtype_, src.device_, src.layout_);
+        staged.copy_(src);
+        copy_(staged);
+        return;
+    }
+
+    if (dtype_ == src.dtype_ && strides_ == src.strides_ && dense_in(shape_, strides_, layout_)) {
+        std::memcpy(data_, src.data_, nbytes());
+        return;
+    }
+    void* dst_data = data_;
+    const void* src_data = src.data_;
+    dispatch(dtype_, [&](auto dst_tag) {
+        using Dst = typename decltype(dst_tag)::type;
+        dispatch(src.dtype_, [&](auto src_tag) {
+            using Src = typename decltype(src_tag)::type;
+            Dst* d = static_cast<Dst*>(dst_data);
+            const Src* s = static_cast<const Src*>(src_data);
+            for_each_row(shape_, strides_, src.strides_,
+                         [&](int64_t doff, int64_t soff, int64_t n, int64_t dstep, int64_t sstep) {
+                             for (int64_t i = 0; i < n; ++i) d[doff + i * dstep] = convert<Dst>(s[soff + i * sstep]);
+                         });
+        });
+    });
+}
+
+void Tensor::fill_(double value) {
+    check_defined(defined(), "Tensor::fill_");
+    check_on_cpu(device_, "Tensor::fill_");
+    void* dst_data = data_;
+    dispatch(dtype_, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        const T v = from_double<T>(value);
+        T* d = static_cast<T*>(dst_data);
+        for_each_row(shape_, strides_, strides_, [&](int64_t doff, int64_t, int64_t n, int64_t dstep, int64_t) {
+            for (int64_t i = 0; i < n; ++i) d[doff + i * dstep] = v;
+        });
+    });
+}
+
+double Tensor::item(const std::vector<int64_t>& index) const {
+    check_defined(defined(), "Tensor::item");
+    check_on_cpu(device_, "Tensor::item");
+    const int64_t offset = element_offset(shape_, strides_, index, "Tensor::item");
+    double result = 0;
+    dispatch(dtype_, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        result = to_double(static_cast<const T*>(data_)[offset]);
+    });
+    return result;
+}
+
+void Tensor::set_item(const std::vector<int64_t>& index, double value) {
+    check_defined(defined(), "Tensor::set_item");
+    check_on_cpu(device_, "Tensor::set_item");
+    const int64_t offset = element_offset(shape_, strides_, index, "Tensor::set_item");
+    dispatch(dtype_, [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        static_cast<T*>(data_)[offset] = from_double<T>(value);
+    });
+}
+
+}  // namespace bnforge

@@ -1,0 +1,196 @@
+// Every bad input gets a bnforge::Error naming the argument with expected and
+// actual values, and leaves the module exactly as it was.
+#include <gtest/gtest.h>
+
+#include "kernels.h"
+#include "test_util.h"
+
+using namespace bnforge;
+using namespace testutil;
+
+namespace {
+
+constexpr int64_t C = 3;
+const std::vector<int64_t> kShape{4, C, 5, 6};
+
+// Everything observable about a module's state.
+struct Snapshot {
+    std::map<std::string, std::vector<double>> tensors;
+    int64_t batches;
+    bool training;
+    explicit Snapshot(BatchNormBase& bn) : batches(bn.num_batches_tracked()), training(bn.is_training()) {
+        for (const auto& [name, t] : bn.state_dict()) tensors[name] = values(t);
+        if (bn.weight_grad().defined()) tensors["weight_grad"] = values(bn.weight_grad());
+        if (bn.bias_grad().defined()) tensors["bias_grad"] = values(bn.bias_grad());
+    }
+    bool operator==(const Snapshot& o) const { return tensors == o.tensors && batches == o.batches && training == o.training; }
+};
+
+// A module that has trained a step, so its state is not the default one.
+template <class M = BatchNorm2d>
+M trained_module(BatchNormOptions o = BatchNormOptions::pytorch(C)) {
+    M bn(o);
+    std::mt19937 rng(1);
+    const auto x = random_batch(rng, ref_shape(kShape));
+    bn.forward(tensor_from(x, kShape, o.dtype(), o.layout()));
+    bn.backward(tensor_from(random_batch(rng, ref_shape(kShape)), kShape, o.dtype(), o.layout()));
+    return bn;
+}
+
+Tensor good_input(unsigned seed = 2) {
+    std::mt19937 rng(seed);
+    return tensor_from(random_batch(rng, ref_shape(kShape)), kShape);
+}
+
+// Runs `fn`, expects an Error whose message contains every fragment, and the
+// module's state untouched.
+template <class Fn>
+void expect_error(BatchNormBase& bn, Fn fn, std::vector<std::string> fragments) {
+    const Snapshot before(bn);
+    try {
+        fn();
+        ADD_FAILURE() << "expected bnforge::Error";
+    } catch (const Error& e) {
+        for (const auto& f : fragments) EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << e.what();
+    }
+    EXPECT_TRUE(Snapshot(bn) == before) << "module state changed by a failed call";
+}
+
+TEST(Errors, WrongRank) {
+    auto bn = trained_module();
+    expect_error(bn, [&] { bn.forward(Tensor::empty({4, C, 5}, DType::Float32)); },
+                 {"BatchNorm2d", "input", "rank 4", "got rank 3"});
+    BatchNorm1d bn1(BatchNormOptions::pytorch(C));
+    expect_error(bn1, [&] { bn1.forward(Tensor::empty({4, C, 5, 6}, DType::Float32)); }, {"rank 2 or 3", "got rank 4"});
+}
+
+TEST(Errors, WrongChannelCount) {
+    auto bn = trained_module();
+    expect_error(bn, [&] { bn.forward(Tensor::empty({4, 5, 5, 6}, DType::Float32)); },
+                 {"input", "3 channels (num_features)", "got 5"});
+}
+
+TEST(Errors, WrongDtypeDeviceLayout) {
+    auto bn = trained_module();
+    expect_error(bn, [&] { bn.forward(Tensor::empty(kShape, DType::BFloat16)); }, {"dtype float32", "got bfloat16"});
+    expect_error(bn, [&] { bn.forward(Tensor::empty(kShape, DType::Float32, Device::cpu(), Layout::NHWC)); },
+                 {"layout NCHW", "got NHWC"});
+    // A CUDA tensor cannot even be made by this CPU-only build.
+    std::vector<float> storage(4 * C * 5 * 6, 1.0f);
+    EXPECT_THROW(Tensor::from_blob(storage.data(), kShape, DType::Float32, Device::cuda(0)), Error);
+    EXPECT_THROW(BatchNorm2d(BatchNormOptions::pytorch(C).device(Device::cuda(0))), Error);
+}
+
+TEST(Errors, NullDataIsRejected) {
+    EXPECT_THROW(Tensor::from_blob(nullptr, kShape, DType::Float32, Device::cpu()), Error);
+}
+
+TEST(Errors, UnsupportedStrides) {
+    auto bn = trained_module();
+    std::vector<float> storage(4 * C * 5 * 12, 1.0f);
+    // Every other element along W: neither NCHW- nor NHWC-dense.
+    const Tensor x = Tensor::from_blob_strided(storage.data(), kShape, {C * 60, 60, 12, 2}, DType::Float32, Device::cpu());
+    expect_error(bn, [&] { bn.forward(x); }, {"input", "strides"});
+}
+
+TEST(Errors, AddendShapeMismatch) {
+    auto bn = trained_module<FusedBatchNorm2d>(BatchNormOptions::oneflow(C));
+    const Tensor addend = Tensor::empty({4, C, 5, 7}, DType::Float32);
+    expect_error(bn, [&] { bn.forward(good_input(), &addend); }, {"addend", "(4, 3, 5, 6)", "(4, 3, 5, 7)"});
+}
+
+TEST(Errors, BackwardBeforeForwardAndMismatchedDy) {
+    BatchNorm2d fresh(BatchNormOptions::pytorch(C));
+    expect_error(fresh, [&] { fresh.backward(good_input()); }, {"backward called before forward"});
+    auto bn = trained_module();
+    expect_error(bn, [&] { bn.backward(Tensor::empty({2, C, 5, 6}, DType::Float32)); }, {"dy", "(4, 3, 5, 6)", "(2, 3, 5, 6)"});
+    expect_error(bn, [&] { bn.backward(Tensor::empty(kShape, DType::Float16)); }, {"dy", "float32", "float16"});
+}
+
+TEST(Errors, OneValuePerChannelInTraining) {
+    auto bn = trained_module(BatchNormOptions::pytorch(C).momentum(std::nullopt));
+    expect_error(bn, [&] { bn.forward(tensor_from({1, 2, 3}, {1, C, 1, 1})); },
+                 {"Expected more than 1 value per channel when training", "(1, 3, 1, 1)"});
+}
+
+TEST(Errors, UnsupportedOptions) {
+    EXPECT_THROW(BatchNorm2d(BatchNormOptions::megengine(C).momentum(std::nullopt)), Error);
+    EXPECT_THROW(BatchNorm2d(BatchNormOptions::oneflow(C).momentum(std::nullopt)), Error);
+    EXPECT_THROW(BatchNorm2d(BatchNormOptions::pytorch(C).freeze(true)), Error);
+    EXPECT_THROW(BatchNorm2d(BatchNormOptions::megengine(C).freeze(true).track_running_stats(false)), Error);
+    EXPECT_THROW(BatchNorm2d(BatchNormOptions::pytorch(0)), Error);
+    EXPECT_THROW(BatchNorm2d(BatchNormOptions::pytorch(C).eps(0)), Error);
+    EXPECT_THROW(BatchNorm2d(BatchNormOptions::pytorch(C).momentum(1.5)), Error);
+    EXPECT_THROW(BatchNorm2d(BatchNormOptions::pytorch(C).compute_mode(ComputeMode::Float32)), Error);
+    EXPECT_THROW(BatchNorm2d(BatchNormOptions::pytorch(C).dtype(DType::Int64)), Error);
+    try {
+        BatchNorm2d(BatchNormOptions::megengine(C).momentum(std::nullopt));
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("momentum=None"), std::string::npos);
+        EXPECT_NE(std::string(e.what()).find("MegEngine"), std::string::npos);
+    }
+}
+
+TEST(Errors, BadStateDictChangesNothing) {
+    auto bn = trained_module();
+    StateDict sd = bn.state_dict();
+    sd["running_mean"].fill_(42);
+    sd["running_var"] = channel_tensor({1, 2});  // wrong size, validated before anything is copied
+    expect_error(bn, [&] { bn.load_state_dict(sd); }, {"running_var", "(3,)", "(2,)"});
+    sd = bn.state_dict();
+    sd["num_batches_tracked"] = channel_tensor({1});
+    expect_error(bn, [&] { bn.load_state_dict(sd); }, {"num_batches_tracked", "int64"});
+    sd = bn.state_dict();
+    sd["weight"] = Tensor::empty({C}, DType::Int64);
+    expect_error(bn, [&] { bn.load_state_dict(sd); }, {"weight", "float"});
+}
+
+TEST(Errors, FailedForwardKeepsWhatBackwardNeeds) {
+    BatchNorm2d a(BatchNormOptions::pytorch(C)), b(BatchNormOptions::pytorch(C));
+    const Tensor x = good_input(3), dy = good_input(4);
+    a.forward(x);
+    b.forward(x);
+    EXPECT_THROW(b.forward(Tensor::empty({4, 5, 5, 6}, DType::Float32)), Error);
+    EXPECT_EQ(values(a.backward(dy)), values(b.backward(dy)));
+}
+
+TEST(Errors, HalideRuntimeErrorsBecomeBnforgeErrors) {
+    // Call a kernel directly with a per-channel input one channel short: the
+    // kernel's own bounds check fires; it must surface as an Error, not abort.
+    const Tensor x = good_input();
+    Tensor y = Tensor::empty(kShape, DType::Float32);
+    detail::BatchView xv, yv;
+    detail::make_batch_view(xv, x, Layout::NCHW, "x");
+    detail::make_batch_view(yv, y, Layout::NCHW, "y");
+    std::vector<float> shift(C - 1), rest(C);
+    detail::ChannelBuffer shift_b(shift.data(), C - 1), offset_b(rest.data(), C), scale_b(rest.data(), C),
+        beta_b(rest.data(), C);
+    const auto& kernel = detail::find_kernel(detail::Pipeline::apply, Device::cpu(), DType::Float32, Layout::NCHW,
+                                             detail::Fusion::none);
+    try {
+        detail::invoke(kernel, {{"x", &xv.buf}, {"shift", &shift_b.buf}, {"offset", &offset_b.buf},
+                                {"scale", &scale_b.buf}, {"beta", &beta_b.buf}, {"y", &yv.buf}});
+        FAIL() << "expected an error";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("bnk_apply_cpu_f32_nchw_none"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("shift"), std::string::npos) << e.what();
+    }
+}
+
+TEST(Errors, MissingKernelVariantIsAnError) {
+    EXPECT_THROW(detail::find_kernel(detail::Pipeline::stats, Device::cuda(0), DType::Float32, Layout::NCHW,
+                                     detail::Fusion::none),
+                 Error);
+}
+
+TEST(Errors, NanAndInfPropagateWithoutCrashing) {
+    BatchNorm2d bn(BatchNormOptions::pytorch(C));
+    Tensor x = good_input();
+    x.set_item({0, 0, 0, 0}, std::numeric_limits<double>::quiet_NaN());
+    x.set_item({0, 1, 0, 0}, std::numeric_limits<double>::infinity());
+    Tensor y = bn.forward(x);
+    EXPECT_TRUE(std::isnan(y.item({1, 0, 2, 2})));  // channel 0's statistics are NaN, as in PyTorch
+    EXPECT_TRUE(std::isfinite(y.item({1, 2, 2, 2})));  // channel 2 untouched
+}
+
+}  // namespace

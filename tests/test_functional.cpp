@@ -1,0 +1,139 @@
+// The functional layer (and so every generated kernel variant it reaches)
+// against the float64 reference: dtypes x layouts x ranks x activations,
+// training and eval, forward and backward.
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+
+using namespace bnforge;
+using namespace testutil;
+using functional::Activation;
+
+namespace {
+
+struct Case {
+    std::vector<int64_t> shape;
+    DType dtype;
+    Layout layout;
+    Activation activation;
+    bool addend;
+    bool training;
+};
+
+std::string case_name(const ::testing::TestParamInfo<Case>& info) {
+    const Case& c = info.param;
+    std::string s;
+    for (auto d : c.shape) s += std::to_string(d) + "x";
+    s.pop_back();
+    s += std::string("_") + to_string(c.dtype) + "_" + to_string(c.layout);
+    s += c.activation == Activation::Relu ? (c.addend ? "_addrelu" : "_relu") : "";
+    s += c.training ? "_train" : "_eval";
+    return s;
+}
+
+class FunctionalVsReference : public ::testing::TestWithParam<Case> {};
+
+TEST_P(FunctionalVsReference, ForwardAndBackward) {
+    const Case& tc = GetParam();
+    std::mt19937 rng(1234 + tc.shape[1] * 7 + static_cast<int>(tc.dtype));
+    const ref::Shape sh = ref_shape(tc.shape);
+    const bool relu = tc.activation == Activation::Relu;
+    const double eps = 1e-5, tol = dtype_tolerance(tc.dtype);
+
+    const auto x = rounded(random_batch(rng, sh), tc.shape, tc.dtype);
+    const auto dy = rounded(random_batch(rng, sh, 0.3, 1.0), tc.shape, tc.dtype);
+    const auto addend = rounded(random_batch(rng, sh, 0.5, 1.0), tc.shape, tc.dtype);
+    const auto w = random_vector(rng, sh.c, 1.0, 0.5), b = random_vector(rng, sh.c, 0.0, 0.5);
+    const auto rm = random_vector(rng, sh.c, 0.5, 1.0), rv = random_vector(rng, sh.c, 2.0, 1.0);
+
+    const Tensor xt = tensor_from(x, tc.shape, tc.dtype, tc.layout);
+    const Tensor at = tensor_from(addend, tc.shape, tc.dtype, tc.layout);
+    const Tensor wt = channel_tensor(w), bt = channel_tensor(b), rmt = channel_tensor(rm), rvt = channel_tensor(rv);
+
+    auto fwd = functional::batch_norm_forward(xt, rmt, rvt, wt, bt, tc.training, eps, tc.activation,
+                                              tc.addend ? &at : nullptr);
+    const auto expect = ref::forward(x, sh, w, b, tc.training, rm, rv, eps, relu, tc.addend ? &addend : nullptr);
+    ASSERT_EQ(fwd.result.y.shape(), tc.shape);
+    ASSERT_EQ(fwd.result.y.dtype(), tc.dtype);
+    EXPECT_LE(ref::rel_error(values(fwd.result.y), expect.y), tol);
+    if (tc.training) {
+        ASSERT_TRUE(fwd.moments.has_value());
+        EXPECT_LE(ref::rel_error(fwd.moments->mean, expect.batch_mean), 1e-6);
+        EXPECT_LE(ref::rel_error(fwd.moments->unbiased_var(), expect.batch_var_unbiased), 1e-6);
+    }
+
+    const Tensor dyt = tensor_from(dy, tc.shape, tc.dtype, tc.layout);
+    auto bwd = functional::batch_norm_backward(dyt, fwd.result.saved, wt);
+    const auto expect_b = ref::backward(x, dy, expect.y, sh, w, expect, tc.training, eps, relu);
+    EXPECT_LE(ref::rel_error(values(bwd.input.dx), expect_b.dx), tol);
+    // Parameter grads are float64 sums over low-precision inputs: only input rounding remains.
+    EXPECT_LE(ref::rel_error(bwd.dweight, expect_b.dweight), tc.dtype == DType::Float32 ? 1e-5 : tol);
+    EXPECT_LE(ref::rel_error(bwd.dbias, expect_b.dbias), tc.dtype == DType::Float32 ? 1e-5 : tol);
+    if (tc.addend) {
+        ASSERT_TRUE(bwd.input.daddend.defined());
+        EXPECT_LE(ref::rel_error(values(bwd.input.daddend), expect_b.daddend), tol);
+    } else {
+        EXPECT_FALSE(bwd.input.daddend.defined());
+    }
+}
+
+std::vector<Case> all_cases() {
+    const std::vector<std::vector<int64_t>> shapes = {
+        {2, 3, 5, 7},     // odd spatial
+        {3, 1, 4, 4},     // C = 1
+        {6, 5},           // rank 2
+        {2, 5, 9},        // rank 3
+        {2, 3, 3, 4, 5},  // rank 5
+        {2, 20, 5, 37},   // C not a multiple of any vector width, long odd rows
+        {1, 3, 67, 71},   // S > the 4096-element chunk, N = 1
+    };
+    std::vector<Case> cases;
+    for (const auto& shape : shapes)
+        for (DType dt : {DType::Float32, DType::Float16, DType::BFloat16})
+            for (Layout l : {Layout::NCHW, Layout::NHWC})
+                for (int fusion = 0; fusion < 3; fusion++)
+                    for (bool training : {true, false}) {
+                        if (dt != DType::Float32 && fusion == 1) continue;  // keep the matrix modest
+                        cases.push_back({shape, dt, l, fusion ? Activation::Relu : Activation::Identity, fusion == 2,
+                                         training});
+                    }
+    return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(AllVariants, FunctionalVsReference, ::testing::ValuesIn(all_cases()), case_name);
+
+TEST(Moments, ChanMergeIsExactForUnevenSplits) {
+    std::mt19937 rng(7);
+    const ref::Shape sh{7, 3, 10};
+    const auto x = random_batch(rng, sh);
+    const Tensor all = tensor_from(x, {7, 3, 10});
+    const Tensor first = tensor_from(std::vector<double>(x.begin(), x.begin() + 2 * 30), {2, 3, 10});
+    const Tensor rest = tensor_from(std::vector<double>(x.begin() + 2 * 30, x.end()), {5, 3, 10});
+    functional::Moments merged = functional::batch_moments(first);
+    merged.merge(functional::batch_moments(rest));
+    functional::Moments empty;
+    merged.merge(empty);
+    const auto whole = functional::batch_moments(all);
+    EXPECT_EQ(merged.count, 70);
+    // Equal up to the kernels' own float32 chunk rounding.
+    EXPECT_LE(ref::rel_error(merged.mean, whole.mean), 1e-6);
+    EXPECT_LE(ref::rel_error(merged.m2, whole.m2), 1e-6);
+    const auto expect = ref::forward(x, sh, {1, 1, 1}, {0, 0, 0}, true, {}, {}, 1e-5);
+    EXPECT_LE(ref::rel_error(merged.unbiased_var(), expect.batch_var_unbiased), 1e-6);
+}
+
+TEST(Functional, StridedBatchSliceIsRead) {
+    // A view of every other sample: batch stride twice the dense one.
+    std::mt19937 rng(11);
+    const ref::Shape full{6, 3, 12};
+    const auto x = random_batch(rng, full);
+    Tensor big = tensor_from(x, {6, 3, 12});
+    Tensor view = Tensor::from_blob_strided(big.raw_data(), {3, 3, 12}, {72, 12, 1}, DType::Float32, Device::cpu());
+    std::vector<double> picked;
+    for (int n = 0; n < 6; n += 2) picked.insert(picked.end(), x.begin() + n * 36, x.begin() + n * 36 + 36);
+    const auto m = functional::batch_moments(view);
+    const auto expect = ref::forward(picked, {3, 3, 12}, {1, 1, 1}, {0, 0, 0}, true, {}, {}, 1e-5);
+    EXPECT_LE(ref::rel_error(m.mean, expect.batch_mean), 1e-6);
+}
+
+}  // namespace

@@ -1,0 +1,94 @@
+// Numerics from DESIGN.md: data far from zero, large per-channel counts,
+// low-precision storage types.
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+
+using namespace bnforge;
+using namespace testutil;
+
+namespace {
+
+// y error of a training forward on data with the given per-channel mean and std.
+double far_from_zero_error(double mean, double stdev, Layout layout) {
+    const std::vector<int64_t> shape{8, 4, 16, 16};
+    const ref::Shape sh = ref_shape(shape);
+    std::mt19937 rng(77);
+    std::normal_distribution<double> normal(0.0, 1.0);
+    std::vector<double> x(sh.size());
+    for (auto& e : x) e = mean + stdev * normal(rng);
+    x = rounded(x, shape, DType::Float32);
+    BatchNorm2d bn(BatchNormOptions::pytorch(4).layout(layout));
+    const Tensor y = bn.forward(tensor_from(x, shape, DType::Float32, layout));
+    const auto f = ref::forward(x, sh, std::vector<double>(4, 1), std::vector<double>(4, 0), true, {}, {}, 1e-5);
+    EXPECT_LE(ref::rel_error(values(bn.running_mean()), std::vector<double>(4, 0.1 * mean)), 1e-2);
+    return ref::rel_error(values(y), f.y);
+}
+
+TEST(Numerics, MeanTenThousandStdOne) {
+    for (Layout l : {Layout::NCHW, Layout::NHWC}) EXPECT_LE(far_from_zero_error(1e4, 1.0, l), 1e-5);
+}
+
+TEST(Numerics, MeanTenThousandStdOneHundredth) {
+    for (Layout l : {Layout::NCHW, Layout::NHWC}) EXPECT_LE(far_from_zero_error(1e4, 1e-2, l), 1e-3);
+}
+
+TEST(Numerics, TenMillionValuesPerChannel) {
+    // N·S = 1e7 for each of two channels; statistics, y and gradients within 1e-5.
+    const std::vector<int64_t> shape{10, 2, 1000, 1000};
+    const ref::Shape sh = ref_shape(shape);
+    std::mt19937 rng(5);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    Tensor x = Tensor::empty(shape, DType::Float32), dy = Tensor::empty(shape, DType::Float32);
+    std::vector<double> xv(sh.size()), dyv(sh.size());
+    for (int64_t i = 0; i < sh.size(); i++) {
+        const int64_t c = (i / sh.s) % 2;
+        x.data<float>()[i] = static_cast<float>(3.0 + c + (0.5 + c) * normal(rng));
+        dy.data<float>()[i] = normal(rng);
+        xv[i] = x.data<float>()[i];
+        dyv[i] = dy.data<float>()[i];
+    }
+    BatchNorm2d bn(BatchNormOptions::pytorch(2));
+    const Tensor y = bn.forward(x);
+    const auto f = ref::forward(xv, sh, {1, 1}, {0, 0}, true, {}, {}, 1e-5);
+    std::vector<double> rv{0.9, 0.9};
+    for (int c = 0; c < 2; c++) rv[c] += 0.1 * f.batch_var_unbiased[c];
+    EXPECT_LE(ref::rel_error(values(bn.running_var()), rv), 1e-5);
+    EXPECT_LE(ref::rel_error(values(y), f.y), 1e-5);
+    const Tensor dx = bn.backward(dy);
+    const auto g = ref::backward(xv, dyv, f.y, sh, {1, 1}, f, true, 1e-5, false);
+    EXPECT_LE(ref::rel_error(values(dx), g.dx), 1e-5);
+    EXPECT_LE(ref::rel_error(values(bn.weight_grad()), g.dweight), 1e-5);
+    EXPECT_LE(ref::rel_error(values(bn.bias_grad()), g.dbias), 1e-5);
+}
+
+TEST(Numerics, HalfAndBFloat16WithinTheirRounding) {
+    const std::vector<int64_t> shape{4, 6, 9, 11};
+    const ref::Shape sh = ref_shape(shape);
+    for (DType dt : {DType::Float16, DType::BFloat16}) {
+        for (Layout l : {Layout::NCHW, Layout::NHWC}) {
+            std::mt19937 rng(9);
+            const auto x = rounded(random_batch(rng, sh), shape, dt);
+            const auto dy = rounded(random_batch(rng, sh, 0.1, 1.0), shape, dt);
+            BatchNorm2d bn(BatchNormOptions::pytorch(6).dtype(dt).layout(l));
+            const Tensor y = bn.forward(tensor_from(x, shape, dt, l));
+            EXPECT_EQ(y.dtype(), dt);
+            const std::vector<double> ones(6, 1), zeros(6, 0);
+            const auto f = ref::forward(x, sh, ones, zeros, true, {}, {}, 1e-5);
+            EXPECT_LE(ref::rel_error(values(y), f.y), dtype_tolerance(dt)) << to_string(dt);
+            // Statistics and parameter grads are float32+ whatever the storage type.
+            EXPECT_LE(ref::rel_error(values(bn.running_mean()), [&] {
+                          std::vector<double> v(6);
+                          for (int c = 0; c < 6; c++) v[c] = 0.1 * f.batch_mean[c];
+                          return v;
+                      }()),
+                      1e-5);
+            const Tensor dx = bn.backward(tensor_from(dy, shape, dt, l));
+            const auto g = ref::backward(x, dy, f.y, sh, ones, f, true, 1e-5, false);
+            EXPECT_LE(ref::rel_error(values(dx), g.dx), dtype_tolerance(dt)) << to_string(dt);
+            EXPECT_LE(ref::rel_error(values(bn.weight_grad()), g.dweight), 1e-5) << to_string(dt);
+        }
+    }
+}
+
+}  // namespace

@@ -1,0 +1,83 @@
+// Helpers shared by the tests: random tensors, poisoning, conversions.
+#pragma once
+#include <bnforge/bnforge.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "reference.h"
+
+namespace testutil {
+
+using namespace bnforge;
+
+// Logical row-major float64 values of any tensor.
+inline std::vector<double> values(const Tensor& t) {
+    Tensor f = Tensor::empty(t.shape(), DType::Float32);
+    f.copy_(t);
+    const float* p = f.data<float>();
+    return std::vector<double>(p, p + f.numel());
+}
+
+// A tensor holding `v` (logical row-major) in the given dtype and layout.
+inline Tensor tensor_from(const std::vector<double>& v, const std::vector<int64_t>& shape, DType dtype = DType::Float32,
+                          Layout layout = Layout::NCHW) {
+    Tensor f = Tensor::empty(shape, DType::Float32);
+    float* p = f.data<float>();
+    for (size_t i = 0; i < v.size(); i++) p[i] = static_cast<float>(v[i]);
+    Tensor t = Tensor::empty(shape, dtype, Device::cpu(), layout);
+    t.copy_(f);
+    return t;
+}
+
+// Values rounded through `dtype`, so the reference sees exactly what the kernels see.
+inline std::vector<double> rounded(const std::vector<double>& v, const std::vector<int64_t>& shape, DType dtype) {
+    return values(tensor_from(v, shape, dtype));
+}
+
+// Per-channel offsets and scales differ, so channel mix-ups show.
+inline std::vector<double> random_batch(std::mt19937& rng, ref::Shape sh, double mean_scale = 2.0,
+                                        double std_base = 0.5) {
+    std::normal_distribution<double> normal(0.0, 1.0);
+    std::uniform_real_distribution<double> uni(0.5, 1.5);
+    std::vector<double> offsets(sh.c), scales(sh.c);
+    for (int64_t c = 0; c < sh.c; c++) {
+        offsets[c] = mean_scale * normal(rng);
+        scales[c] = std_base * uni(rng) * (1 + c % 3);
+    }
+    std::vector<double> x(sh.size());
+    for (int64_t n = 0; n < sh.n; n++)
+        for (int64_t c = 0; c < sh.c; c++)
+            for (int64_t s = 0; s < sh.s; s++) x[sh.at(n, c, s)] = offsets[c] + scales[c] * normal(rng);
+    return x;
+}
+
+inline std::vector<double> random_vector(std::mt19937& rng, int64_t size, double center, double spread) {
+    std::uniform_real_distribution<double> uni(-spread, spread);
+    std::vector<double> v(size);
+    for (auto& e : v) e = center + uni(rng);
+    return v;
+}
+
+inline ref::Shape ref_shape(const std::vector<int64_t>& shape) {
+    int64_t s = 1;
+    for (size_t d = 2; d < shape.size(); d++) s *= shape[d];
+    return {shape[0], shape[1], s};
+}
+
+// Fill with NaN so an element a kernel forgot to write fails every comparison.
+inline void poison(Tensor& t) { t.fill_(std::numeric_limits<double>::quiet_NaN()); }
+
+inline Tensor channel_tensor(const std::vector<double>& v) { return tensor_from(v, {static_cast<int64_t>(v.size())}); }
+
+inline double dtype_tolerance(DType dtype) {
+    switch (dtype) {
+        case DType::Float16: return 2e-3;
+        case DType::BFloat16: return 1.6e-2;
+        default: return 1e-5;
+    }
+}
+
+}  // namespace testutil

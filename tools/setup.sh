@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what bnforge needs to build and test, idempotently:
+#   Debian packages with apt-get (only the missing ones), then Halide 21 and
+#   CMake >= 3.28 from PyPI into the project's virtual environment (.venv).
+# Usage: tools/setup.sh [base|dev|bench]   (dev adds golden-data tools)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+profile=${1:-base}
+pkgs=(g++ make ninja-build python3-venv libgtest-dev googletest libbenchmark-dev
+      libopenmpi-dev openmpi-bin libdlpack-dev nlohmann-json3-dev)
+case "$profile" in
+  dev)   pkgs+=(python3-torch python3-numpy) ;;
+  bench) pkgs+=(libtorch-dev libdnnl-dev gnuplot-nox) ;;
+esac
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  sudo=; [[ $(id -u) -eq 0 ]] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+venv=.venv
+stamp=$venv/.bnforge-setup-v1
+if [[ ! -f $stamp ]]; then
+  echo "setup: creating $venv with Halide 21 and CMake >= 3.28"
+  # Debian's interpreter: the Halide wheel needs a CPython 3.9-3.13, which Debian 12 ships.
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q 'halide==21.*' 'cmake>=3.28,<4.2' 'safetensors' 'numpy'
+  touch "$stamp"
+fi
