@@ -145,7 +145,9 @@ inline Expr channel_shift(const Func& xf, const Expr& c, const Expr& spatial, co
         Expr s = min(i, samples - 1) % spatial, n = min(i, samples - 1) / spatial;
         sum += select(i < samples, xf(s, c, n), 0.0f);
     }
-    return sum / cast<float>(samples);
+    // Strict: the statistics must see one shift whatever schedule evaluates it
+    // (a reassociated sum would differ by an ulp of the data, an error in the mean).
+    return strict_float(sum / cast<float>(samples));
 }
 
 // CPU schedule of channel_sums: chunk sums in parallel over the batch,

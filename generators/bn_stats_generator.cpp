@@ -25,7 +25,6 @@ public:
         xf(s, c, n) = cast<float>(at(*x, layout, s, c, n));
         Expr spatial = spatial_extent(*x, layout), batch = x->dim(2).extent();
 
-        Func shift("shift");
         shift(c) = channel_shift(xf, c, spatial, batch);
         Func terms("terms");
         Expr d = xf(s, c, n) - shift(c);
@@ -49,12 +48,14 @@ public:
             // GPU schedules come with the CUDA backend; no GPU library is built from this generator yet.
             no_gpu_schedule_yet("bn_stats");
         } else {
+            shift.compute_root();
             schedule_channel_sums_cpu(sums, layout, natural_vector_size<float>());
         }
     }
 
 private:
     Input<Buffer<>>* x = nullptr;
+    Func shift{"shift"};
     ChannelSums sums;
 };
 
