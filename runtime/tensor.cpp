@@ -1,10 +1,12 @@
 // bnforge::Tensor: storage ownership, strides, DLPack exchange and the
 // element-wise helpers (copy_, fill_, item) used by modules, tests and tools.
+#include <bnforge/runtime.h>
 #include <bnforge/tensor.h>
 
 #include <dlpack/dlpack.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -56,6 +58,8 @@ void check_on_cpu(Device device, const char* who) {
         fail(std::string(who) + ": tensor is on " + device.str() + ", expected cpu (element access needs host memory)");
 }
 
+std::atomic<bool> g_poison_allocations{false};
+
 struct Allocation {
     void* ptr = nullptr;
     void (*release)(void* ptr, void* context) = nullptr;
@@ -70,6 +74,7 @@ Allocation allocate_bytes(size_t nbytes, Device device, const char* who) {
     const size_t rounded = std::max<size_t>(kAlignment, (nbytes + kAlignment - 1) / kAlignment * kAlignment);
     void* ptr = std::aligned_alloc(kAlignment, rounded);
     if (!ptr) fail(std::string(who) + ": out of memory allocating " + std::to_string(nbytes) + " bytes");
+    if (g_poison_allocations.load(std::memory_order_relaxed)) std::memset(ptr, 0xFF, rounded);
     return {ptr, [](void* p, void*) { std::free(p); }};
 }
 
@@ -569,5 +574,7 @@ void Tensor::set_item(const std::vector<int64_t>& index, double value) {
         static_cast<T*>(data_)[offset] = from_double<T>(value);
     });
 }
+
+void poison_new_tensors(bool on) { g_poison_allocations.store(on, std::memory_order_relaxed); }
 
 }  // namespace bnforge

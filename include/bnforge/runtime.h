@@ -22,4 +22,9 @@ struct KernelVariant {
 };
 std::vector<KernelVariant> kernel_variants();
 
+// Testing aid: fill every tensor allocated from now on with 0xFF bytes (NaN
+// for floats), so an output element a kernel failed to write cannot pass a
+// comparison by accident. Off by default.
+void poison_new_tensors(bool on);
+
 }  // namespace bnforge
