@@ -99,41 +99,74 @@ inline Expr mask_bit(const Func& mask, const Expr& e, const Expr& j, const Expr&
     return ((mask(e / 8, j, n) >> cast<uint8_t>(e % 8)) & cast<uint8_t>(1)) != cast<uint8_t>(0);
 }
 
-}  // namespace bnforge_gen
-
-namespace bnforge_gen {
 
 // Per-channel float64 sums of a pair of float32 terms over (s, n), accumulated
 // in float32 within chunks of one row and in float64 across chunks.
 // `terms(s, c, n)` must be a 2-tuple of floats in logical coordinates.
+// A row is `full` chunks plus a shorter `tail`, each with a fixed-extent
+// reduction, so no predicate or clamp ever reaches the inner loop.
 struct ChannelSums {
-    Func part;   // (k, c, n): float32 chunk sums
+    Func full;   // (k, c, n): float32 sums of chunk k of row (n, c)
+    Func tail;   // (k, c, n), k = 0 only: float32 sums of the rest of the row
     Func total;  // (c): float64 sums
-    RVar r;      // the in-chunk reduction variable of `part`
+    RVar r_full, r_tail;
     Var k{"k"}, c{"c"}, n{"n"};
 };
 
 inline ChannelSums channel_sums(const Func& terms, const Expr& spatial, const Expr& batch, Layout layout) {
     ChannelSums cs;
     Expr chunk = min(spatial, max_chunk(layout));
-    Expr chunks = (spatial + chunk - 1) / chunk;
+    Expr full_chunks = spatial / chunk;
+    Expr tail_start = full_chunks * chunk;
 
-    RDom r(0, chunk, "r");
-    Expr s = cs.k * chunk + r;
-    Expr inside = s < spatial;
-    Tuple t = terms(min(s, spatial - 1), cs.c, cs.n);
-    cs.part = Func("chunk_sums");
-    cs.part(cs.k, cs.c, cs.n) = Tuple(0.0f, 0.0f);
-    cs.part(cs.k, cs.c, cs.n) = Tuple(cs.part(cs.k, cs.c, cs.n)[0] + select(inside, t[0], 0.0f),
-                                      cs.part(cs.k, cs.c, cs.n)[1] + select(inside, t[1], 0.0f));
-    cs.r = r;
+    auto chunk_sum = [&](Func& f, const char* name, const Expr& start, const Expr& extent, RVar& rvar) {
+        RDom r(0, extent, std::string(name) + "_r");
+        Tuple t = terms(start + r, cs.c, cs.n);
+        f = Func(name);
+        f(cs.k, cs.c, cs.n) = Tuple(0.0f, 0.0f);
+        f(cs.k, cs.c, cs.n) = Tuple(f(cs.k, cs.c, cs.n)[0] + t[0], f(cs.k, cs.c, cs.n)[1] + t[1]);
+        rvar = r.x;
+    };
+    chunk_sum(cs.full, "chunk_sums", cs.k * chunk, chunk, cs.r_full);
+    chunk_sum(cs.tail, "tail_sums", tail_start, spatial - tail_start, cs.r_tail);
 
-    RDom kn(0, chunks, 0, batch, "kn");
+    RDom kn(0, full_chunks, 0, batch, "kn");
+    RDom tn(0, batch, "tn");
     cs.total = Func("channel_sums");
     cs.total(cs.c) = Tuple(cast<double>(0), cast<double>(0));
-    cs.total(cs.c) = Tuple(cs.total(cs.c)[0] + cast<double>(cs.part(kn.x, cs.c, kn.y)[0]),
-                           cs.total(cs.c)[1] + cast<double>(cs.part(kn.x, cs.c, kn.y)[1]));
+    cs.total(cs.c) = Tuple(cs.total(cs.c)[0] + cast<double>(cs.full(kn.x, cs.c, kn.y)[0]),
+                           cs.total(cs.c)[1] + cast<double>(cs.full(kn.x, cs.c, kn.y)[1]));
+    cs.total(cs.c) = Tuple(cs.total(cs.c)[0] + cast<double>(cs.tail(0, cs.c, tn)[0]),
+                           cs.total(cs.c)[1] + cast<double>(cs.tail(0, cs.c, tn)[1]));
     return cs;
+}
+
+// CPU schedule of channel_sums: chunk sums in parallel over the batch,
+// vectorised along the contiguous dimension (rfactor across lanes for NCHW,
+// across channels for NHWC); the float64 pass over chunks is O(C·N·S/chunk).
+inline void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec) {
+    auto schedule = [&](Func& f, const RVar& r) {
+        f.compute_root();
+        if (layout == Layout::NCHW) {
+            RVar ro("ro"), ri("ri");
+            Var u("u");
+            f.update().split(r, ro, ri, vec * 2);
+            Func lanes = f.update().rfactor(ri, u);
+            lanes.compute_at(f, cs.k).vectorize(u);
+            lanes.update().vectorize(u);
+            f.update().parallel(cs.n);
+        } else {
+            // Channels innermost in the chunk-sum buffer too, so its vectors are dense.
+            f.reorder_storage(cs.c, cs.k, cs.n).vectorize(cs.c, vec, TailStrategy::GuardWithIf);
+            f.update()
+                .reorder(cs.c, r, cs.k, cs.n)
+                .vectorize(cs.c, vec, TailStrategy::GuardWithIf)
+                .parallel(cs.n);
+        }
+    };
+    schedule(cs.full, cs.r_full);
+    schedule(cs.tail, cs.r_tail);
+    cs.total.compute_root();
 }
 
 // The per-channel shift of the statistics: a float32 mean of the first
@@ -150,32 +183,6 @@ inline Expr channel_shift(const Func& xf, const Expr& c, const Expr& spatial, co
     return strict_float(sum / cast<float>(samples));
 }
 
-// CPU schedule of channel_sums: chunk sums in parallel over the batch,
-// vectorised along the contiguous dimension (rfactor across lanes for NCHW,
-// across channels for NHWC); the float64 pass over chunks is O(C·N·S/chunk).
-inline void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec) {
-    cs.part.compute_root();
-    if (layout == Layout::NCHW) {
-        RVar ro("ro"), ri("ri");
-        Var u("u");
-        cs.part.update().split(cs.r, ro, ri, vec * 2);
-        Func lanes = cs.part.update().rfactor(ri, u);
-        lanes.compute_at(cs.part, cs.k).vectorize(u);
-        lanes.update().vectorize(u);
-        cs.part.update().parallel(cs.n);
-    } else {
-        cs.part.vectorize(cs.c, vec, TailStrategy::GuardWithIf);
-        cs.part.update()
-            .reorder(cs.c, cs.r, cs.k, cs.n)
-            .vectorize(cs.c, vec, TailStrategy::GuardWithIf)
-            .parallel(cs.n);
-    }
-    cs.total.compute_root();
-}
-
-}  // namespace bnforge_gen
-
-namespace bnforge_gen {
 
 // CPU schedule of an elementwise output in memory order (d0, d1, n): each
 // parallel task takes whole d0 rows of several (d1, n), enough to amortise the

@@ -58,10 +58,12 @@ void sgd(BatchNormBase& bn, double lr) {
     bn.zero_grad();
 }
 
-double mean_of(const std::vector<double>& v) {
+// Batch mean of channel c of an (N, C, S) batch.
+double channel_mean(const std::vector<double>& v, int64_t c) {
     double s = 0;
-    for (double e : v) s += e;
-    return s / static_cast<double>(v.size());
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t i = 0; i < S; i++) s += v[(n * C + c) * S + i];
+    return s / static_cast<double>(N * S);
 }
 
 void train(const BatchNormOptions& options, const char* title) {
@@ -118,7 +120,7 @@ void train(const BatchNormOptions& options, const char* title) {
         double dgamma = 0;
         for (double e : channels(bn2.weight_grad())) dgamma += e * e;
         std::printf("%4d  %.5f   %+.4f            %+.4f              %.4f              %.2e\n", step, loss,
-                    mean_of(std::vector<double>(xv.begin(), xv.begin() + S)), bn1.running_mean().data<float>()[0],
+                    channel_mean(xv, 0), bn1.running_mean().data<float>()[0],
                     bn1.running_var().data<float>()[0], std::sqrt(dgamma));
         sgd(bn1, 0.5);
         sgd(bn2, 0.5);
