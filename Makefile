@@ -9,7 +9,7 @@ CTEST  := $(VENV)/bin/ctest
 PREFIX ?= $(CURDIR)/_install
 CMAKE_ARGS ?=
 
-.PHONY: all setup configure build demo test install golden clean
+.PHONY: all setup configure build demo test bench install golden clean
 all: build
 
 setup:
@@ -28,6 +28,9 @@ demo: build
 
 test: build
 	@$(CTEST) --test-dir $(BUILD) -j $(JOBS) --output-on-failure --timeout 900
+
+bench: build
+	@$(BUILD)/bench/bnforge_bench
 
 install: build
 	@$(CMAKE) --install $(BUILD) --prefix $(PREFIX)
