@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -58,22 +60,7 @@ Tensor tensor_from(const std::vector<double>& values, Shape shape, DType dtype, 
     return t;
 }
 
-std::vector<double> logical_values(const Tensor& t) {
-    Tensor dense = Tensor::empty(t.shape(), DType::Float32);
-    dense.copy_(t);
-    return std::vector<double>(dense.data<float>(), dense.data<float>() + dense.numel());
-}
 
-#define EXPECT_ERROR_CONTAINS(statement, needle)                                                   \
-    do {                                                                                           \
-        try {                                                                                      \
-            statement;                                                                             \
-            ADD_FAILURE() << "expected bnforge::Error containing \"" << (needle) << "\"";          \
-        } catch (const ::bnforge::Error& e) {                                                      \
-            EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)                       \
-                << "message: " << e.what() << "\nexpected to contain: " << (needle);               \
-        }                                                                                          \
-    } while (0)
 
 // ---- round trips ---------------------------------------------------------------
 
@@ -103,7 +90,7 @@ TEST(Safetensors, RoundTripsEveryDtypeAndShape) {
         EXPECT_TRUE(t.device().is_cpu());
         EXPECT_FALSE(t.same_storage(original));
         if (t.dtype() != DType::Int64) {
-            EXPECT_EQ(logical_values(t), logical_values(original));
+            EXPECT_EQ(testutil::values(t), testutil::values(original));
         }
     }
     EXPECT_EQ(back.at("i64").data<int64_t>()[0], (int64_t{1} << 60) + 3);

@@ -5,6 +5,8 @@
 #include <dlpack/dlpack.h>
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -46,17 +48,6 @@ float from_bf16_bits(uint16_t b) {
     return static_cast<float>(h);
 }
 
-// Expects `statement` to throw bnforge::Error whose message contains `needle`.
-#define EXPECT_ERROR_CONTAINS(statement, needle)                                                   \
-    do {                                                                                           \
-        try {                                                                                      \
-            statement;                                                                             \
-            ADD_FAILURE() << "expected bnforge::Error containing \"" << (needle) << "\"";          \
-        } catch (const ::bnforge::Error& e) {                                                      \
-            EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)                       \
-                << "message: " << e.what() << "\nexpected to contain: " << (needle);               \
-        }                                                                                          \
-    } while (0)
 
 // ---- dtype -------------------------------------------------------------------
 

@@ -9,6 +9,18 @@
 
 #include "reference.h"
 
+// Expects `statement` to throw bnforge::Error whose message contains `needle`.
+#define EXPECT_ERROR_CONTAINS(statement, needle)                                          \
+    do {                                                                                  \
+        try {                                                                             \
+            statement;                                                                    \
+            ADD_FAILURE() << "expected bnforge::Error containing \"" << (needle) << "\""; \
+        } catch (const ::bnforge::Error& e) {                                             \
+            EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)              \
+                << "message: " << e.what() << "\nexpected to contain: " << (needle);      \
+        }                                                                                 \
+    } while (0)
+
 namespace testutil {
 
 using namespace bnforge;
