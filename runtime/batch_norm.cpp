@@ -124,24 +124,15 @@ Tensor BatchNormBase::forward_impl(const Tensor& x, const Tensor* addend, Activa
     }
     for (auto& [id, hook] : std::map<int, ForwardPreHook>(hooks_->pre)) hook(*this, x);
 
-    const int64_t channels = options_.num_features();
-    const bool batch_stats = uses_batch_statistics();
     const bool update_stats = training_ && options_.track_running_stats() && !options_.freeze();
     functional::ForwardResult result;
     std::optional<Moments> moments;
-    if (batch_stats) {
-        const Moments local = functional::batch_moments(x);
-        moments = global_moments(local);
-        BNF_CHECK(moments->count != 1, "Expected more than 1 value per channel when training, got input size "
-                                           << detail::format_shape(x.shape()));
-        const auto var = moments->count == 0 ? std::vector<double>(channels, 1.0) : moments->biased_var();
-        result = functional::normalize(x, moments->mean, var, options_.eps(), weight_, bias_, activation, addend, true,
-                                       moments->count);
+    if (uses_batch_statistics()) {
+        moments = global_moments(functional::batch_moments(x));
+        result = functional::normalize_with_batch_stats(x, *moments, options_.eps(), weight_, bias_, activation, addend);
     } else {
-        const auto mean = detail::channel_values(running_mean_, channels, 0.0, "running_mean");
-        const auto var = detail::channel_values(running_var_, channels, 1.0, "running_var");
-        result = functional::normalize(x, mean, var, options_.eps(), weight_, bias_, activation, addend, false,
-                                       x.numel() / channels);
+        result = functional::normalize_with_running_stats(x, running_mean_, running_var_, options_.eps(), weight_, bias_,
+                                                          activation, addend);
     }
 
     // Everything that can fail has run; commit.

@@ -273,24 +273,35 @@ void parameter_grads(const SavedContext& saved, const BackwardSums& sums, std::v
     }
 }
 
+ForwardResult normalize_with_batch_stats(const Tensor& x, const Moments& moments, double eps, const Tensor& weight,
+                                         const Tensor& bias, Activation activation, const Tensor* addend) {
+    check_batch_tensor(x, "x");
+    BNF_CHECK(moments.count != 1, "Expected more than 1 value per channel when training, got input size "
+                                      << detail::format_shape(x.shape()));
+    // An empty (global) batch normalises nothing; any finite variance will do.
+    const auto var = moments.count == 0 ? std::vector<double>(x.shape()[1], 1.0) : moments.biased_var();
+    return normalize(x, moments.mean, var, eps, weight, bias, activation, addend, true, moments.count);
+}
+
+ForwardResult normalize_with_running_stats(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
+                                           double eps, const Tensor& weight, const Tensor& bias, Activation activation,
+                                           const Tensor* addend) {
+    check_batch_tensor(x, "x");
+    const int64_t channels = x.shape()[1];
+    const auto mean = detail::channel_values(running_mean, channels, 0.0, "running_mean");
+    const auto var = detail::channel_values(running_var, channels, 1.0, "running_var");
+    return normalize(x, mean, var, eps, weight, bias, activation, addend, false, per_channel_count(x));
+}
+
 BatchNormForward batch_norm_forward(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
                                     const Tensor& weight, const Tensor& bias, bool training, double eps,
                                     Activation activation, const Tensor* addend) {
-    check_batch_tensor(x, "x");
-    const int64_t channels = x.shape()[1];
-    const bool use_batch = training || !running_mean.defined() || !running_var.defined();
     BatchNormForward out;
-    if (use_batch) {
-        const int64_t count = per_channel_count(x);
-        BNF_CHECK(x.numel() == 0 || count > 1, "Expected more than 1 value per channel when training, got input size "
-                                                   << detail::format_shape(x.shape()));
+    if (training || !running_mean.defined() || !running_var.defined()) {
         out.moments = batch_moments(x);
-        const std::vector<double> var = x.numel() == 0 ? std::vector<double>(channels, 1.0) : out.moments->biased_var();
-        out.result = normalize(x, out.moments->mean, var, eps, weight, bias, activation, addend, true, count);
+        out.result = normalize_with_batch_stats(x, *out.moments, eps, weight, bias, activation, addend);
     } else {
-        const auto mean = detail::channel_values(running_mean, channels, 0.0, "running_mean");
-        const auto var = detail::channel_values(running_var, channels, 1.0, "running_var");
-        out.result = normalize(x, mean, var, eps, weight, bias, activation, addend, false, per_channel_count(x));
+        out.result = normalize_with_running_stats(x, running_mean, running_var, eps, weight, bias, activation, addend);
     }
     return out;
 }

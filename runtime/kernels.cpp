@@ -27,26 +27,6 @@ std::vector<KernelEntry> build_table() {
     return table;
 }
 
-const char* to_string(Pipeline p) {
-    switch (p) {
-        case Pipeline::stats: return "stats";
-        case Pipeline::apply: return "apply";
-        case Pipeline::backward_reduce: return "backward_reduce";
-        case Pipeline::backward_apply: return "backward_apply";
-    }
-    return "?";
-}
-
-const char* to_string(Fusion f) {
-    switch (f) {
-        case Fusion::none: return "none";
-        case Fusion::relu: return "relu";
-        case Fusion::add_relu: return "add_relu";
-        case Fusion::masked: return "masked";
-    }
-    return "?";
-}
-
 // Halide reports errors through this handler; the default one aborts. Each
 // call passes its own CallContext as the user context, so concurrent calls
 // keep their messages apart.
@@ -89,6 +69,26 @@ void init_buffer(halide_buffer_t& buf, void* host, halide_type_t type, int dims,
 }
 
 }  // namespace
+
+const char* to_string(Pipeline p) {
+    switch (p) {
+        case Pipeline::stats: return "stats";
+        case Pipeline::apply: return "apply";
+        case Pipeline::backward_reduce: return "backward_reduce";
+        case Pipeline::backward_apply: return "backward_apply";
+    }
+    return "?";
+}
+
+const char* to_string(Fusion f) {
+    switch (f) {
+        case Fusion::none: return "none";
+        case Fusion::relu: return "relu";
+        case Fusion::add_relu: return "add_relu";
+        case Fusion::masked: return "masked";
+    }
+    return "?";
+}
 
 const std::vector<KernelEntry>& kernel_table() {
     static const std::vector<KernelEntry> table = build_table();

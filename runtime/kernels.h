@@ -21,6 +21,9 @@ enum class Pipeline { stats, apply, backward_reduce, backward_apply };
 // backward reduction that applies the forward ReLU mask to dy.
 enum class Fusion { none, relu, add_relu, masked };
 
+const char* to_string(Pipeline);
+const char* to_string(Fusion);
+
 struct KernelEntry {
     Pipeline pipeline;
     Device::Kind device;

@@ -18,12 +18,10 @@ int set_num_threads(int threads) {
 }
 
 std::vector<KernelVariant> kernel_variants() {
-    static const char* pipelines[] = {"stats", "apply", "backward_reduce", "backward_apply"};
-    static const char* fusions[] = {"none", "relu", "add_relu", "masked"};
     std::vector<KernelVariant> out;
     for (const auto& k : detail::kernel_table()) {
-        out.push_back({k.name, pipelines[static_cast<int>(k.pipeline)], Device{k.device, 0}, k.dtype, k.layout,
-                       fusions[static_cast<int>(k.fusion)], k.target()});
+        out.push_back({k.name, detail::to_string(k.pipeline), Device{k.device, 0}, k.dtype, k.layout,
+                       detail::to_string(k.fusion), k.target()});
     }
     return out;
 }

@@ -53,6 +53,16 @@ ForwardResult normalize(const Tensor& x, const std::vector<double>& mean, const 
                         double eps, const Tensor& weight, const Tensor& bias, Activation activation,
                         const Tensor* addend, bool batch_statistics, int64_t count);
 
+// normalize() with batch statistics: biased variance of `moments` (which may
+// cover more than x, e.g. a whole process group), M = moments.count. Training
+// with M == 1 is an Error ("Expected more than 1 value per channel when training").
+ForwardResult normalize_with_batch_stats(const Tensor& x, const Moments& moments, double eps, const Tensor& weight,
+                                         const Tensor& bias, Activation activation, const Tensor* addend);
+// normalize() with running statistics (eval, freeze): backward treats them as constants.
+ForwardResult normalize_with_running_stats(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
+                                           double eps, const Tensor& weight, const Tensor& bias, Activation activation,
+                                           const Tensor* addend);
+
 // Per-channel Σg and Σg·(x − mean), g = dy (masked by the ReLU for fused ops).
 struct BackwardSums {
     std::vector<double> sum_dy, sum_dy_xmu;
