@@ -85,4 +85,16 @@ BENCHMARK(BM_backward<Layout::NHWC>)->Apply(shapes);
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+    benchmark::Initialize(&argc, argv);
+    // Run one kernel so dispatch has chosen, then say which CPU variant is timed.
+    BatchNorm2d probe(BatchNormOptions::pytorch(2));
+    Tensor x = Tensor::empty({2, 2, 2, 2}, DType::Float32);
+    x.fill_(1.0);
+    x.set_item({0, 0, 0, 0}, 2.0);
+    probe.forward(x);
+    if (const auto level = last_cpu_level()) benchmark::AddCustomContext("bnforge_cpu_variant", to_string(*level));
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}

@@ -1,10 +1,10 @@
 #include "kernels.h"
 
 #include "check.h"
+#include "cpu_dispatch.h"
 #include "kernel_headers.h"
 
 #include <climits>
-#include <mutex>
 
 namespace bnforge::detail {
 
@@ -27,9 +27,11 @@ std::vector<KernelEntry> build_table() {
     return table;
 }
 
-// Halide reports errors through this handler; the default one aborts. Each
-// call passes its own CallContext as the user context, so concurrent calls
-// keep their messages apart.
+}  // namespace
+
+// Halide reports errors through this handler (installed by
+// install_halide_hooks); the default one aborts. Each call passes its own
+// CallContext as the user context, so concurrent calls keep their messages apart.
 struct CallContext {
     std::string error;
 };
@@ -38,10 +40,7 @@ void halide_error_to_context(void* user_context, const char* message) {
     if (user_context) static_cast<CallContext*>(user_context)->error += message;
 }
 
-void install_error_handler() {
-    static std::once_flag once;
-    std::call_once(once, [] { halide_set_error_handler(&halide_error_to_context); });
-}
+namespace {
 
 halide_type_t halide_type_of(DType dtype) {
     switch (dtype) {
@@ -181,7 +180,8 @@ ChannelBuffer::ChannelBuffer(const double* data, int64_t channels) {
 }
 
 void invoke(const KernelEntry& kernel, std::initializer_list<NamedBuffer> args) {
-    install_error_handler();
+    install_halide_hooks();
+    note_kernel_call();
     const halide_filter_metadata_t* meta = kernel.metadata_fn();
     CallContext context;
     void* user_context = &context;

@@ -186,12 +186,18 @@ int main(int argc, char** argv) {
         std::printf("bnforge demo: batch norm compiled ahead of time by Halide\n");
         for (const auto& k : kernel_variants()) {
             if (k.pipeline == "apply" && k.dtype == DType::Float32 && k.layout == Layout::NCHW && k.fusion == "none") {
-                std::printf("kernel variant for float32 NCHW apply: %s\n  Halide target: %s\n", k.name.c_str(),
+                std::printf("kernel variant for float32 NCHW apply: %s\n  Halide target (base): %s\n", k.name.c_str(),
                             k.target.c_str());
             }
         }
-        std::printf("%zu kernel variants built (4 pipelines x dtypes x layouts x fusions)\n", kernel_variants().size());
+        std::printf("%zu kernel variants built (4 pipelines x dtypes x layouts x fusions), each a fat library for:\n",
+                    kernel_variants().size());
+        for (const auto& t : cpu_targets()) std::printf("  %s\n", t.c_str());
         train(BatchNormOptions::pytorch(C), "PyTorch BatchNorm2d");
+        if (const auto level = last_cpu_level()) {
+            std::printf("\nHalide's runtime dispatch chose the %s variants on this CPU%s\n", to_string(*level),
+                        max_cpu_level() ? " (capped by BNFORGE_MAX_CPU_LEVEL)" : "");
+        }
         train(BatchNormOptions::pytorch(C).momentum(std::nullopt), "PyTorch BatchNorm2d, momentum=None (cumulative)");
         train(BatchNormOptions::megengine(C), "MegEngine BatchNorm2d (its 0.9 under the opposite rule = PyTorch's 0.1)");
         train(BatchNormOptions::oneflow(C), "OneFlow conventions");

@@ -2,6 +2,7 @@
 #pragma once
 #include <bnforge/dtype.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,26 @@ struct KernelVariant {
     std::string target;    // e.g. "x86-64-linux-avx512-...-user_context"
 };
 std::vector<KernelVariant> kernel_variants();
+
+// The CPU kernels are fat libraries: one sub-target per instruction-set
+// level (BNFORGE_CPU_TARGETS), chosen per call by Halide's runtime dispatch
+// as the best the CPU supports.
+enum class CpuLevel { Baseline, SSE41, AVX2, AVX512Skylake, AVX512SapphireRapids };
+const char* to_string(CpuLevel);  // "baseline", "sse41", "avx2", "avx512_skylake", "avx512_sapphirerapids"
+// Caps the level dispatch may choose (std::nullopt: no cap), for tests and
+// benchmarks that must run the lower variants on a machine with the higher.
+// Halide decides once per kernel, so this must come before the first kernel
+// call (an Error after); the environment variable BNFORGE_MAX_CPU_LEVEL=<name>
+// sets it for a whole process.
+void set_max_cpu_level(std::optional<CpuLevel> level);
+std::optional<CpuLevel> max_cpu_level();
+// The level dispatch chose for the kernels run so far; std::nullopt before
+// any kernel call, or when the build has a single target.
+std::optional<CpuLevel> last_cpu_level();
+// The best level this CPU supports.
+CpuLevel best_cpu_level();
+// The Halide targets the CPU kernels were compiled for, best first.
+std::vector<std::string> cpu_targets();
 
 // Testing aid: fill every tensor allocated from now on with 0xFF bytes (NaN
 // for floats), so an output element a kernel failed to write cannot pass a
