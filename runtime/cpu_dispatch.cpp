@@ -1,6 +1,6 @@
-// Halide's multi-target wrapper asks halide_can_use_target_features() for
-// each compiled sub-target, best first, and runs the first one the CPU can
-// take. bnforge answers through a custom hook so that it can (a) cap the
+// Halide's multi-target wrapper asks halide_can_use_target_features() about
+// each compiled sub-target but the baseline, on a kernel's first call, and
+// runs the best one granted. bnforge answers through a custom hook so that it can (a) cap the
 // level — every lower variant is then reachable on a machine that has the
 // higher ones, which is how the tests exercise them — and (b) remember which
 // level dispatch chose, for the demo and the bench.
@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <initializer_list>
 #include <mutex>
 #include <sstream>
 
@@ -28,7 +29,22 @@ std::atomic<int> g_max_level{-1};  // -1: no cap
 std::atomic<int> g_last_level{-1};
 std::atomic<bool> g_kernels_called{false};
 
-constexpr const char* kLevelNames[] = {"baseline", "sse41", "avx2", "avx512_skylake", "avx512_sapphirerapids"};
+// One row per CpuLevel: its name and the features a CPU needs for it; the
+// first feature is the one that marks a sub-target as being of that level.
+struct LevelInfo {
+    const char* name;
+    std::initializer_list<halide_target_feature_t> needs;
+};
+const LevelInfo kLevels[] = {
+    {"baseline", {}},
+    {"sse41", {halide_target_feature_sse41}},
+    {"avx2", {halide_target_feature_avx2, halide_target_feature_fma, halide_target_feature_f16c, halide_target_feature_sse41}},
+    {"avx512_skylake", {halide_target_feature_avx512_skylake, halide_target_feature_avx2, halide_target_feature_fma,
+                        halide_target_feature_f16c}},
+    {"avx512_sapphirerapids", {halide_target_feature_avx512_sapphirerapids, halide_target_feature_avx512_skylake,
+                               halide_target_feature_avx2, halide_target_feature_fma}},
+};
+constexpr int kLevelCount = sizeof(kLevels) / sizeof(kLevels[0]);
 
 bool has(int count, const uint64_t* features, halide_target_feature_t f) {
     const int word = static_cast<int>(f) / 64;
@@ -36,11 +52,13 @@ bool has(int count, const uint64_t* features, halide_target_feature_t f) {
 }
 
 CpuLevel level_of(int count, const uint64_t* features) {
-    if (has(count, features, halide_target_feature_avx512_sapphirerapids)) return CpuLevel::AVX512SapphireRapids;
-    if (has(count, features, halide_target_feature_avx512_skylake) || has(count, features, halide_target_feature_avx512))
+    // A custom target list may say plain "avx512"; it dispatches like the Skylake level.
+    if (!has(count, features, halide_target_feature_avx512_sapphirerapids) &&
+        has(count, features, halide_target_feature_avx512))
         return CpuLevel::AVX512Skylake;
-    if (has(count, features, halide_target_feature_avx2)) return CpuLevel::AVX2;
-    if (has(count, features, halide_target_feature_sse41)) return CpuLevel::SSE41;
+    for (int level = kLevelCount - 1; level > 0; level--) {
+        if (has(count, features, *kLevels[level].needs.begin())) return static_cast<CpuLevel>(level);
+    }
     return CpuLevel::Baseline;
 }
 
@@ -59,15 +77,15 @@ int can_use_target_features(int count, const uint64_t* features) {
 }
 
 std::optional<CpuLevel> parse_level(const std::string& name) {
-    for (int i = 0; i < 5; i++) {
-        if (name == kLevelNames[i]) return static_cast<CpuLevel>(i);
+    for (int i = 0; i < kLevelCount; i++) {
+        if (name == kLevels[i].name) return static_cast<CpuLevel>(i);
     }
     return std::nullopt;
 }
 
 }  // namespace
 
-const char* to_string(CpuLevel level) { return kLevelNames[static_cast<int>(level)]; }
+const char* to_string(CpuLevel level) { return kLevels[static_cast<int>(level)].name; }
 
 void set_max_cpu_level(std::optional<CpuLevel> level) {
     detail::install_halide_hooks();
@@ -90,21 +108,11 @@ std::optional<CpuLevel> last_cpu_level() {
 }
 
 CpuLevel best_cpu_level() {
-    const halide_target_feature_t levels[][4] = {
-        {halide_target_feature_end, halide_target_feature_end, halide_target_feature_end, halide_target_feature_end},
-        {halide_target_feature_sse41, halide_target_feature_end, halide_target_feature_end, halide_target_feature_end},
-        {halide_target_feature_avx2, halide_target_feature_fma, halide_target_feature_f16c, halide_target_feature_sse41},
-        {halide_target_feature_avx512_skylake, halide_target_feature_avx2, halide_target_feature_fma, halide_target_feature_f16c},
-        {halide_target_feature_avx512_sapphirerapids, halide_target_feature_avx512_skylake, halide_target_feature_avx2,
-         halide_target_feature_fma},
-    };
     constexpr int words = (halide_target_feature_end + 63) / 64;
     int best = 0;
-    for (int level = 1; level < 5; level++) {
+    for (int level = 1; level < kLevelCount; level++) {
         uint64_t mask[words] = {};
-        for (halide_target_feature_t f : levels[level]) {
-            if (f != halide_target_feature_end) mask[f / 64] |= uint64_t(1) << (f % 64);
-        }
+        for (halide_target_feature_t f : kLevels[level].needs) mask[f / 64] |= uint64_t(1) << (f % 64);
         if (halide_default_can_use_target_features(words, mask)) best = level;
     }
     return static_cast<CpuLevel>(best);

@@ -1,4 +1,4 @@
-// Which of the fat library's CPU sub-targets a kernel call runs, and a cap on it.
+// The runtime hooks bnforge installs into Halide: error reporting and CPU-level dispatch.
 #pragma once
 
 namespace bnforge::detail {
