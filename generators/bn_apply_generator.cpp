@@ -32,10 +32,7 @@ public:
         Expr v = centred(cast<float>((*x)(d0, d1, n)), shift(c), offset(c)) * scale(c) + beta(c);
         if (addend) v += cast<float>((*addend)(d0, d1, n));
         pre(d0, d1, n) = v;
-        // select(v < 0, 0, v) rather than max(): NaN propagates, as in PyTorch.
-        Expr out = pre(d0, d1, n);
-        if (fusion != Fusion::None) out = select(out < 0.0f, 0.0f, out);
-        (*y)(d0, d1, n) = cast(dtype, out);
+        (*y)(d0, d1, n) = cast(dtype, fusion == Fusion::None ? Expr(pre(d0, d1, n)) : relu(pre(d0, d1, n)));
         if (mask) {
             Func positive("positive");
             positive(d0, d1, n) = pre(d0, d1, n) > 0.0f;
@@ -46,13 +43,7 @@ public:
         if (addend) set_batch_estimates(*addend, layout);
         set_batch_estimates(*y, layout);
         for (auto* p : {&shift, &offset, &scale, &beta}) p->set_estimates({{0, kEstC}});
-        if (mask) {
-            if (layout == Layout::NCHW) {
-                mask->set_estimates({{0, kEstS / 8}, {0, kEstC}, {0, kEstN}});
-            } else {
-                mask->set_estimates({{0, kEstC / 8}, {0, kEstS}, {0, kEstN}});
-            }
-        }
+        if (mask) set_mask_estimates(*mask, layout);
     }
 
     void schedule() {

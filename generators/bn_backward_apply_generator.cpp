@@ -40,8 +40,7 @@ public:
         set_batch_estimates(*dy, layout);
         set_batch_estimates(*dx, layout);
         if (daddend) set_batch_estimates(*daddend, layout);
-        if (mask) mask->set_estimates({{0, (layout == Layout::NCHW ? kEstS : kEstC) / 8},
-                                       {0, layout == Layout::NCHW ? kEstC : kEstS}, {0, kEstN}});
+        if (mask) set_mask_estimates(*mask, layout);
         for (auto* p : {&shift, &offset, &k_dy, &k_xmu, &k_bias}) p->set_estimates({{0, kEstC}});
     }
 

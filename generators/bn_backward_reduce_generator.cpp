@@ -40,8 +40,7 @@ public:
 
         set_batch_estimates(*x, layout);
         set_batch_estimates(*dy, layout);
-        if (mask) mask->set_estimates({{0, (layout == Layout::NCHW ? kEstS : kEstC) / 8},
-                                       {0, layout == Layout::NCHW ? kEstC : kEstS}, {0, kEstN}});
+        if (mask) set_mask_estimates(*mask, layout);
         shift.set_estimates({{0, kEstC}});
         offset.set_estimates({{0, kEstC}});
         sum_dy.set_estimates({{0, kEstC}});

@@ -10,7 +10,9 @@
 
 #include "Halide.h"
 
+#include <algorithm>
 #include <map>
+#include <optional>
 #include <string>
 
 namespace bnforge_gen {
@@ -95,6 +97,19 @@ inline Expr pack_mask_bits(const Func& positive, const Expr& b, const Expr& j, c
     return byte;
 }
 
+// ReLU as select(v < 0, 0, v) rather than max(): NaN propagates, as in PyTorch.
+inline Expr relu(const Expr& v) { return select(v < 0.0f, 0.0f, v); }
+
+// Estimates of a ReLU bitmask (bytes along the innermost memory dimension).
+template <class Buf>
+void set_mask_estimates(Buf& mask, Layout layout) {
+    if (layout == Layout::NCHW) {
+        mask.set_estimates({{0, kEstS / 8}, {0, kEstC}, {0, kEstN}});
+    } else {
+        mask.set_estimates({{0, kEstC / 8}, {0, kEstS}, {0, kEstN}});
+    }
+}
+
 inline Expr mask_bit(const Func& mask, const Expr& e, const Expr& j, const Expr& n) {
     return ((mask(e / 8, j, n) >> cast<uint8_t>(e % 8)) & cast<uint8_t>(1)) != cast<uint8_t>(0);
 }
@@ -141,12 +156,30 @@ inline ChannelSums channel_sums(const Func& terms, const Expr& spatial, const Ex
     return cs;
 }
 
-// CPU schedule of channel_sums: chunk sums in parallel over the batch,
-// vectorised along the contiguous dimension (rfactor across lanes for NCHW,
-// across channels for NHWC); the float64 pass over chunks is O(C·N·S/chunk).
-inline void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec) {
+// (mean, M2) of channel c from the shifted sums (Σd, Σd²), d = x − shift:
+// mean = shift + Σd/M, M2 = Σd² − Σd·(Σd/M). Strict: every pipeline that
+// forms them (bn_stats, bn_train_forward) must agree to the bit.
+inline Tuple channel_moments(const Expr& shift, const Expr& sum_d, const Expr& sum_d2, const Expr& count) {
+    return Tuple(strict_float(cast<double>(shift) + sum_d / count),
+                 strict_float(max(sum_d2 - sum_d * (sum_d / count), cast<double>(0))));
+}
+
+// CPU schedule of channel_sums, vectorised along the contiguous dimension
+// (rfactor across lanes for NCHW, across channels for NHWC); the float64 pass
+// over chunks is O(C·N·S/chunk).
+//  - at root: the chunk sums run in parallel over the batch (the two-pass
+//    pipelines, whatever the size);
+//  - at a channel loop of a fused pipeline (`at` = that loop): the channel's
+//    sums are computed inside it, serially, just before its elementwise
+//    outputs re-read the same slab from cache.
+// Both orders add the same float32 values in the same order, so fused and
+// two-pass pipelines give bitwise identical statistics.
+inline void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec,
+                                      const std::optional<LoopLevel>& at = std::nullopt) {
+    const bool root = !at;
+    const LoopLevel level = at ? *at : LoopLevel::root();
     auto schedule = [&](Func& f, const RVar& r) {
-        f.compute_root();
+        f.compute_at(level);
         if (layout == Layout::NCHW) {
             RVar ro("ro"), ri("ri");
             Var u("u");
@@ -154,19 +187,17 @@ inline void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec) {
             Func lanes = f.update().rfactor(ri, u);
             lanes.compute_at(f, cs.k).vectorize(u);
             lanes.update().vectorize(u);
-            f.update().parallel(cs.n);
+            if (root) f.update().parallel(cs.n);
         } else {
             // Channels innermost in the chunk-sum buffer too, so its vectors are dense.
             f.reorder_storage(cs.c, cs.k, cs.n).vectorize(cs.c, vec, TailStrategy::GuardWithIf);
-            f.update()
-                .reorder(cs.c, r, cs.k, cs.n)
-                .vectorize(cs.c, vec, TailStrategy::GuardWithIf)
-                .parallel(cs.n);
+            f.update().reorder(cs.c, r, cs.k, cs.n).vectorize(cs.c, vec, TailStrategy::GuardWithIf);
+            if (root) f.update().parallel(cs.n);
         }
     };
     schedule(cs.full, cs.r_full);
     schedule(cs.tail, cs.r_tail);
-    cs.total.compute_root();
+    cs.total.compute_at(level);
 }
 
 // The per-channel shift of the statistics: a float32 mean of the first
@@ -196,6 +227,60 @@ inline Var schedule_rows_cpu(Func f, const Var& d0, const Var& d1, const Var& n,
         .parallel(task)
         .vectorize(d0, vec, TailStrategy::GuardWithIf);
     return rows;
+}
+
+// CPU schedule of a fused pipeline's elementwise output `f` (memory order d0,
+// d1, n): one parallel task per channel block — one channel (its N·S slab) for
+// NCHW, a cache line's worth of channels for NHWC — with the batch and spatial
+// loops inside. Whatever is computed at the returned loop sees one block,
+// which the runtime only sends here when the block's slab fits in L2: the
+// statistics read it from memory, the outputs re-read it from cache.
+// Sibling outputs join the same loop with fuse_with_channel_blocks.
+struct ChannelBlocks {
+    Layout layout;
+    Func func;   // the output whose loop nest the others join
+    Var block;   // its per-block loop: d1 (NCHW) or the outer split of d0 (NHWC)
+    int width;   // channels per block
+    LoopLevel level() const { return LoopLevel(func, block); }
+};
+
+inline ChannelBlocks schedule_channel_blocks_cpu(Func f, Layout layout, const Var& d0, const Var& d1, const Var& n,
+                                                 int vec, int line_elements) {
+    if (layout == Layout::NCHW) {
+        f.reorder(d0, n, d1).parallel(d1).vectorize(d0, vec, TailStrategy::GuardWithIf);
+        return {layout, f, d1, 1};
+    }
+    Var block("block"), lane("lane");
+    const int width = std::max(vec, line_elements);
+    f.split(d0, block, lane, width, TailStrategy::GuardWithIf)
+        .reorder(lane, d1, n, block)
+        .parallel(block)
+        .vectorize(lane, vec, TailStrategy::GuardWithIf);
+    return {layout, f, block, width};
+}
+
+// Puts `g` — another output over (d0, d1, n), or a per-channel output over the
+// channel Var alone — in the loop nest of `blocks`. Halide matches fused loops
+// by name, which is why per-channel outputs are defined over the same Var as
+// the channel dimension of the batch outputs. `per_element` > 1 when one
+// element of g covers several channels (the ReLU bitmask: 8).
+inline void fuse_with_channel_blocks(Func g, const ChannelBlocks& blocks, const Var& d0, const Var& d1, const Var& n,
+                                     int vec, int per_element = 1) {
+    const bool per_channel = g.dimensions() == 1;
+    if (blocks.layout == Layout::NCHW) {
+        if (!per_channel) g.reorder(d0, n, d1).vectorize(d0, vec, TailStrategy::GuardWithIf);
+        g.parallel(d1);
+    } else {
+        Var lane("lane");
+        g.split(d0, blocks.block, lane, std::max(1, blocks.width / per_element), TailStrategy::GuardWithIf);
+        if (per_channel) {
+            g.parallel(blocks.block);
+        } else {
+            g.reorder(lane, d1, n, blocks.block).parallel(blocks.block);
+            if (per_element == 1) g.vectorize(lane, vec, TailStrategy::GuardWithIf);
+        }
+    }
+    g.compute_with(blocks.func, blocks.block);
 }
 
 }  // namespace bnforge_gen

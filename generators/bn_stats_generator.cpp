@@ -32,9 +32,9 @@ public:
 
         sums = channel_sums(terms, spatial, batch, layout);
         Expr count = cast<double>(spatial) * cast<double>(batch);
-        Expr sum_d = sums.total(c)[0], sum_d2 = sums.total(c)[1];
-        mean(c) = cast<double>(shift(c)) + sum_d / count;
-        m2(c) = max(sum_d2 - sum_d * (sum_d / count), cast<double>(0));
+        Tuple moments = channel_moments(shift(c), sums.total(c)[0], sums.total(c)[1], count);
+        mean(c) = moments[0];
+        m2(c) = moments[1];
 
         set_batch_estimates(*x, layout);
         mean.set_estimates({{0, kEstC}});

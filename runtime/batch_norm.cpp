@@ -127,7 +127,12 @@ Tensor BatchNormBase::forward_impl(const Tensor& x, const Tensor* addend, Activa
     const bool update_stats = training_ && options_.track_running_stats() && !options_.freeze();
     functional::ForwardResult result;
     std::optional<Moments> moments;
-    if (uses_batch_statistics()) {
+    if (uses_batch_statistics() && !synchronizes_statistics()) {
+        functional::BatchNormForward f = functional::batch_norm_forward(x, Tensor(), Tensor(), weight_, bias_, true,
+                                                                        options_.eps(), activation, addend);
+        moments = std::move(f.moments);
+        result = std::move(f.result);
+    } else if (uses_batch_statistics()) {
         moments = global_moments(functional::batch_moments(x));
         result = functional::normalize_with_batch_stats(x, *moments, options_.eps(), weight_, bias_, activation, addend);
     } else {
@@ -171,13 +176,21 @@ functional::InputGrads BatchNormBase::backward_impl(const Tensor& dy) {
     validate_input(dy, "dy");
     BNF_CHECK(dy.shape() == saved_->x.shape(), name_ << ": expected dy of shape " << detail::format_shape(saved_->x.shape())
                                                      << " (as the forward input), got " << detail::format_shape(dy.shape()));
-    functional::BackwardSums sums = functional::backward_sums(dy, *saved_);
-    if (saved_->batch_statistics) reduce_backward_sums(sums);
-    functional::InputGrads grads = functional::backward_input(dy, *saved_, weight_, sums);
+    functional::InputGrads grads;
+    std::vector<double> dweight, dbias;
+    if (synchronizes_statistics() && saved_->batch_statistics) {
+        functional::BackwardSums sums = functional::backward_sums(dy, *saved_);
+        reduce_backward_sums(sums);
+        grads = functional::backward_input(dy, *saved_, weight_, sums);
+        functional::parameter_grads(*saved_, sums, dweight, dbias);
+    } else {
+        functional::BatchNormBackward b = functional::batch_norm_backward(dy, *saved_, weight_);
+        grads = std::move(b.input);
+        dweight = std::move(b.dweight);
+        dbias = std::move(b.dbias);
+    }
 
     if (options_.affine() && !options_.freeze()) {
-        std::vector<double> dweight, dbias;
-        functional::parameter_grads(*saved_, sums, dweight, dbias);
         const int64_t channels = options_.num_features();
         auto gw = detail::channel_values(weight_grad_, channels, 0.0, "weight_grad");
         auto gb = detail::channel_values(bias_grad_, channels, 0.0, "bias_grad");

@@ -3,8 +3,10 @@
 #include "channel_values.h"
 #include "check.h"
 #include "kernels.h"
+#include "one_pass.h"
 
 #include <cmath>
+#include <optional>
 
 namespace bnforge::functional {
 
@@ -94,6 +96,25 @@ struct MaskView {
     }
 };
 
+// What backward needs; the one-pass kernel forms the same invstd in-kernel.
+SavedContext saved_context(const Tensor& x, const std::vector<double>& mean, const std::vector<double>& var,
+                           double eps, Activation activation, bool has_addend, bool batch_statistics, int64_t count) {
+    SavedContext s;
+    s.x = x;
+    s.mean = mean;
+    s.invstd.resize(mean.size());
+    for (size_t c = 0; c < mean.size(); c++) s.invstd[c] = 1.0 / std::sqrt(var[c] + eps);
+    s.count = count;
+    s.batch_statistics = batch_statistics;
+    s.activation = activation;
+    s.has_addend = has_addend;
+    return s;
+}
+
+Fusion fusion_of(Activation activation, bool has_addend) {
+    return activation == Activation::Identity ? Fusion::none : has_addend ? Fusion::add_relu : Fusion::relu;
+}
+
 }  // namespace
 
 Moments batch_moments(const Tensor& x) {
@@ -125,15 +146,8 @@ ForwardResult normalize(const Tensor& x, const std::vector<double>& mean, const 
     if (addend) check_same_geometry(*addend, x, "addend", "x");
 
     ForwardResult r;
-    SavedContext& s = r.saved;
-    s.x = x;
-    s.mean = mean;
-    s.invstd.resize(channels);
-    for (int64_t c = 0; c < channels; c++) s.invstd[c] = 1.0 / std::sqrt(var[c] + eps);
-    s.count = count;
-    s.batch_statistics = batch_statistics;
-    s.activation = activation;
-    s.has_addend = addend != nullptr;
+    r.saved = saved_context(x, mean, var, eps, activation, addend != nullptr, batch_statistics, count);
+    const SavedContext& s = r.saved;
 
     const std::vector<double> w = detail::channel_values(weight, channels, 1.0, "weight");
     const std::vector<double> b = detail::channel_values(bias, channels, 0.0, "bias");
@@ -155,23 +169,16 @@ ForwardResult normalize(const Tensor& x, const std::vector<double>& mean, const 
     ChannelBuffer shift_b(split.shift.data(), channels), offset_b(split.offset.data(), channels),
         scale_b(scale.data(), channels), beta_b(beta.data(), channels);
 
-    const Fusion fusion = activation == Activation::Identity ? Fusion::none : addend ? Fusion::add_relu : Fusion::relu;
-    const auto& kernel = detail::find_kernel(Pipeline::apply, x.device(), x.dtype(), kl, fusion);
-    if (fusion == Fusion::none) {
-        detail::invoke(kernel, {{"x", &xv.buf}, {"shift", &shift_b.buf}, {"offset", &offset_b.buf},
-                                {"scale", &scale_b.buf}, {"beta", &beta_b.buf}, {"y", &yv.buf}});
-        return r;
+    const Fusion fusion = fusion_of(activation, addend != nullptr);
+    std::optional<MaskView> mv;
+    if (fusion != Fusion::none) {
+        r.saved.mask = detail::empty_mask_for(xv, x.device());
+        mv.emplace(r.saved.mask);
     }
-    s.mask = detail::empty_mask_for(xv, x.device());
-    MaskView mv(s.mask);
-    if (fusion == Fusion::relu) {
-        detail::invoke(kernel, {{"x", &xv.buf}, {"shift", &shift_b.buf}, {"offset", &offset_b.buf},
-                                {"scale", &scale_b.buf}, {"beta", &beta_b.buf}, {"y", &yv.buf}, {"mask", &mv.buf}});
-    } else {
-        detail::invoke(kernel, {{"x", &xv.buf}, {"addend", &av.buf}, {"shift", &shift_b.buf},
-                                {"offset", &offset_b.buf}, {"scale", &scale_b.buf}, {"beta", &beta_b.buf},
-                                {"y", &yv.buf}, {"mask", &mv.buf}});
-    }
+    detail::invoke(detail::find_kernel(Pipeline::apply, x.device(), x.dtype(), kl, fusion),
+                   {{"x", &xv.buf}, {"addend", addend ? &av.buf : nullptr}, {"shift", &shift_b.buf},
+                    {"offset", &offset_b.buf}, {"scale", &scale_b.buf}, {"beta", &beta_b.buf}, {"y", &yv.buf},
+                    {"mask", mv ? &mv->buf : nullptr}});
     return r;
 }
 
@@ -193,16 +200,12 @@ BackwardSums backward_sums(const Tensor& dy, const SavedContext& saved) {
     ChannelBuffer sum_dy_b(sums.sum_dy.data(), channels), sum_dy_xmu_b(sums.sum_dy_xmu.data(), channels);
 
     const bool masked = saved.activation == Activation::Relu;
-    const auto& kernel = detail::find_kernel(Pipeline::backward_reduce, x.device(), x.dtype(), kl,
-                                             masked ? Fusion::masked : Fusion::none);
-    if (masked) {
-        MaskView mv(saved.mask);
-        detail::invoke(kernel, {{"x", &xv.buf}, {"dy", &dyv.buf}, {"mask", &mv.buf}, {"shift", &shift_b.buf},
-                                {"offset", &offset_b.buf}, {"sum_dy", &sum_dy_b.buf}, {"sum_dy_xmu", &sum_dy_xmu_b.buf}});
-    } else {
-        detail::invoke(kernel, {{"x", &xv.buf}, {"dy", &dyv.buf}, {"shift", &shift_b.buf}, {"offset", &offset_b.buf},
-                                {"sum_dy", &sum_dy_b.buf}, {"sum_dy_xmu", &sum_dy_xmu_b.buf}});
-    }
+    std::optional<MaskView> mv;
+    if (masked) mv.emplace(saved.mask);
+    detail::invoke(detail::find_kernel(Pipeline::backward_reduce, x.device(), x.dtype(), kl,
+                                       masked ? Fusion::masked : Fusion::none),
+                   {{"x", &xv.buf}, {"dy", &dyv.buf}, {"mask", mv ? &mv->buf : nullptr}, {"shift", &shift_b.buf},
+                    {"offset", &offset_b.buf}, {"sum_dy", &sum_dy_b.buf}, {"sum_dy_xmu", &sum_dy_xmu_b.buf}});
     return sums;
 }
 
@@ -238,27 +241,14 @@ InputGrads backward_input(const Tensor& dy, const SavedContext& saved, const Ten
     ChannelBuffer shift_b(split.shift.data(), channels), offset_b(split.offset.data(), channels),
         k_dy_b(k_dy.data(), channels), k_xmu_b(k_xmu.data(), channels), k_bias_b(k_bias.data(), channels);
 
-    const Fusion fusion = saved.activation == Activation::Identity ? Fusion::none
-                          : saved.has_addend                       ? Fusion::add_relu
-                                                                   : Fusion::relu;
-    const auto& kernel = detail::find_kernel(Pipeline::backward_apply, x.device(), x.dtype(), kl, fusion);
-    if (fusion == Fusion::none) {
-        detail::invoke(kernel, {{"x", &xv.buf}, {"dy", &dyv.buf}, {"shift", &shift_b.buf}, {"offset", &offset_b.buf},
-                                {"k_dy", &k_dy_b.buf}, {"k_xmu", &k_xmu_b.buf}, {"k_bias", &k_bias_b.buf},
-                                {"dx", &dxv.buf}});
-        return g;
-    }
-    MaskView mv(saved.mask);
-    if (fusion == Fusion::relu) {
-        detail::invoke(kernel, {{"x", &xv.buf}, {"dy", &dyv.buf}, {"mask", &mv.buf}, {"shift", &shift_b.buf},
-                                {"offset", &offset_b.buf}, {"k_dy", &k_dy_b.buf}, {"k_xmu", &k_xmu_b.buf},
-                                {"k_bias", &k_bias_b.buf}, {"dx", &dxv.buf}});
-    } else {
-        detail::make_batch_view(dav, g.daddend, kl, "daddend");
-        detail::invoke(kernel, {{"x", &xv.buf}, {"dy", &dyv.buf}, {"mask", &mv.buf}, {"shift", &shift_b.buf},
-                                {"offset", &offset_b.buf}, {"k_dy", &k_dy_b.buf}, {"k_xmu", &k_xmu_b.buf},
-                                {"k_bias", &k_bias_b.buf}, {"dx", &dxv.buf}, {"daddend", &dav.buf}});
-    }
+    std::optional<MaskView> mv;
+    if (saved.activation == Activation::Relu) mv.emplace(saved.mask);
+    if (saved.has_addend) detail::make_batch_view(dav, g.daddend, kl, "daddend");
+    detail::invoke(detail::find_kernel(Pipeline::backward_apply, x.device(), x.dtype(), kl,
+                                       fusion_of(saved.activation, saved.has_addend)),
+                   {{"x", &xv.buf}, {"dy", &dyv.buf}, {"mask", mv ? &mv->buf : nullptr}, {"shift", &shift_b.buf},
+                    {"offset", &offset_b.buf}, {"k_dy", &k_dy_b.buf}, {"k_xmu", &k_xmu_b.buf},
+                    {"k_bias", &k_bias_b.buf}, {"dx", &dxv.buf}, {"daddend", saved.has_addend ? &dav.buf : nullptr}});
     return g;
 }
 
@@ -293,11 +283,117 @@ ForwardResult normalize_with_running_stats(const Tensor& x, const Tensor& runnin
     return normalize(x, mean, var, eps, weight, bias, activation, addend, false, per_channel_count(x));
 }
 
+namespace {
+
+// The one-pass kernels (one_pass.h), when they apply; std::nullopt otherwise.
+std::optional<BatchNormForward> train_forward_one_pass(const Tensor& x, double eps, const Tensor& weight,
+                                                      const Tensor& bias, Activation activation, const Tensor* addend) {
+    check_batch_tensor(x, "x");
+    BNF_CHECK(!addend || activation == Activation::Relu, "addend: only supported with Activation::Relu (fused BN+add+ReLU)");
+    if (addend) check_same_geometry(*addend, x, "addend", "x");
+    const int64_t channels = x.shape()[1], count = per_channel_count(x);
+    if (x.numel() == 0 || count < 2) return std::nullopt;  // the two-pass route owns these rules
+    const Layout kl = detail::kernel_layout_for(x, "x");
+    BatchView xv, yv, av;
+    detail::make_batch_view(xv, x, kl, "x");
+    if (!detail::one_pass_fits(xv, 1)) return std::nullopt;
+
+    std::vector<float> w(channels), b(channels);
+    {
+        const auto wd = detail::channel_values(weight, channels, 1.0, "weight");
+        const auto bd = detail::channel_values(bias, channels, 0.0, "bias");
+        for (int64_t c = 0; c < channels; c++) {
+            w[c] = static_cast<float>(wd[c]);
+            b[c] = static_cast<float>(bd[c]);
+        }
+    }
+    BatchNormForward out;
+    Moments& m = out.moments.emplace();
+    m.count = count;
+    m.mean.assign(channels, 0.0);
+    m.m2.assign(channels, 0.0);
+    Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device(), x.layout());
+    detail::make_batch_view(yv, y, kl, "y");
+    if (addend) detail::make_batch_view(av, *addend, kl, "addend");
+    ChannelBuffer w_b(w.data(), channels), b_b(b.data(), channels), mean_b(m.mean.data(), channels),
+        m2_b(m.m2.data(), channels);
+    halide_scalar_value_t eps_value;
+    eps_value.u.f64 = eps;
+
+    const Fusion fusion = fusion_of(activation, addend != nullptr);
+    const auto& kernel = detail::find_kernel(Pipeline::train_forward, x.device(), x.dtype(), kl, fusion);
+    Tensor mask;
+    std::optional<MaskView> mv;
+    if (fusion != Fusion::none) {
+        mask = detail::empty_mask_for(xv, x.device());
+        mv.emplace(mask);
+    }
+    detail::invoke(kernel, {{"x", &xv.buf}, {"addend", addend ? &av.buf : nullptr}, {"weight", &w_b.buf},
+                            {"bias", &b_b.buf}, {"eps", nullptr, &eps_value}, {"y", &yv.buf},
+                            {"mask", mv ? &mv->buf : nullptr}, {"mean", &mean_b.buf}, {"m2", &m2_b.buf}});
+
+    out.result.y = y;
+    out.result.saved = saved_context(x, m.mean, m.biased_var(), eps, activation, addend != nullptr, true, count);
+    out.result.saved.mask = mask;
+    return out;
+}
+
+std::optional<BatchNormBackward> train_backward_one_pass(const Tensor& dy, const SavedContext& saved,
+                                                         const Tensor& weight) {
+    const Tensor& x = saved.x;
+    check_same_geometry(dy, x, "dy", "the forward input");
+    const int64_t channels = x.shape()[1];
+    // Only a forward with this batch's own statistics: a cross-process M needs
+    // its sums reduced between the passes.
+    if (!saved.batch_statistics || x.numel() == 0 || saved.count != per_channel_count(x)) return std::nullopt;
+    const Layout kl = detail::kernel_layout_for(x, "x");
+    BatchView xv, dyv, dxv, dav;
+    detail::make_batch_view(xv, x, kl, "x");
+    if (!detail::one_pass_fits(xv, 2)) return std::nullopt;
+    detail::make_batch_view(dyv, dy, kl, "dy");
+
+    const std::vector<double> w = detail::channel_values(weight, channels, 1.0, "weight");
+    std::vector<double> scale(channels);
+    for (int64_t c = 0; c < channels; c++) scale[c] = w[c] * saved.invstd[c];
+    BatchNormBackward out;
+    BackwardSums sums;
+    sums.sum_dy.assign(channels, 0.0);
+    sums.sum_dy_xmu.assign(channels, 0.0);
+    out.input.dx = Tensor::empty(x.shape(), x.dtype(), x.device(), x.layout());
+    detail::make_batch_view(dxv, out.input.dx, kl, "dx");
+    if (saved.has_addend) {
+        out.input.daddend = Tensor::empty(x.shape(), x.dtype(), x.device(), x.layout());
+        detail::make_batch_view(dav, out.input.daddend, kl, "daddend");
+    }
+    SplitMean split(saved.mean);
+    ChannelBuffer shift_b(split.shift.data(), channels), offset_b(split.offset.data(), channels),
+        scale_b(scale.data(), channels), invstd_b(saved.invstd.data(), channels),
+        sum_dy_b(sums.sum_dy.data(), channels), sum_dy_xmu_b(sums.sum_dy_xmu.data(), channels);
+    std::optional<MaskView> mv;
+    if (saved.activation == Activation::Relu) mv.emplace(saved.mask);
+
+    const auto& kernel = detail::find_kernel(Pipeline::train_backward, x.device(), x.dtype(), kl,
+                                             fusion_of(saved.activation, saved.has_addend));
+    detail::invoke(kernel, {{"x", &xv.buf}, {"dy", &dyv.buf}, {"mask", mv ? &mv->buf : nullptr},
+                            {"shift", &shift_b.buf}, {"offset", &offset_b.buf}, {"scale", &scale_b.buf},
+                            {"invstd", &invstd_b.buf}, {"dx", &dxv.buf},
+                            {"daddend", saved.has_addend ? &dav.buf : nullptr}, {"sum_dy", &sum_dy_b.buf},
+                            {"sum_dy_xmu", &sum_dy_xmu_b.buf}});
+    parameter_grads(saved, sums, out.dweight, out.dbias);
+    return out;
+}
+
+}  // namespace
+
 BatchNormForward batch_norm_forward(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
                                     const Tensor& weight, const Tensor& bias, bool training, double eps,
                                     Activation activation, const Tensor* addend) {
+    const bool batch_statistics = training || !running_mean.defined() || !running_var.defined();
+    if (batch_statistics) {
+        if (auto one_pass = train_forward_one_pass(x, eps, weight, bias, activation, addend)) return std::move(*one_pass);
+    }
     BatchNormForward out;
-    if (training || !running_mean.defined() || !running_var.defined()) {
+    if (batch_statistics) {
         out.moments = batch_moments(x);
         out.result = normalize_with_batch_stats(x, *out.moments, eps, weight, bias, activation, addend);
     } else {
@@ -307,6 +403,7 @@ BatchNormForward batch_norm_forward(const Tensor& x, const Tensor& running_mean,
 }
 
 BatchNormBackward batch_norm_backward(const Tensor& dy, const SavedContext& saved, const Tensor& weight) {
+    if (auto one_pass = train_backward_one_pass(dy, saved, weight)) return std::move(*one_pass);
     BatchNormBackward out;
     const BackwardSums sums = backward_sums(dy, saved);
     out.input = backward_input(dy, saved, weight, sums);

@@ -75,6 +75,8 @@ const char* to_string(Pipeline p) {
         case Pipeline::apply: return "apply";
         case Pipeline::backward_reduce: return "backward_reduce";
         case Pipeline::backward_apply: return "backward_apply";
+        case Pipeline::train_forward: return "train_forward";
+        case Pipeline::train_backward: return "train_backward";
     }
     return "?";
 }
@@ -179,29 +181,40 @@ ChannelBuffer::ChannelBuffer(const double* data, int64_t channels) {
     init_buffer(buf, const_cast<double*>(data), {halide_type_float, 64, 1}, 1, &dim);
 }
 
-void invoke(const KernelEntry& kernel, std::initializer_list<NamedBuffer> args) {
+namespace {
+thread_local const KernelEntry* t_last_invoked = nullptr;
+}
+
+const KernelEntry* last_invoked_kernel() { return t_last_invoked; }
+
+void invoke(const KernelEntry& kernel, std::initializer_list<KernelArg> args) {
     install_halide_hooks();
     note_kernel_call();
+    t_last_invoked = &kernel;
     const halide_filter_metadata_t* meta = kernel.metadata_fn();
     CallContext context;
     void* user_context = &context;
     std::vector<void*> argv(meta->num_arguments, nullptr);
-    size_t matched = 0;
+    size_t matched = 0, present = 0;
+    for (const KernelArg& arg : args) present += (arg.buffer || arg.scalar) ? 1 : 0;
     for (int i = 0; i < meta->num_arguments; i++) {
         const halide_filter_argument_t& a = meta->arguments[i];
-        if (a.kind == halide_argument_kind_input_scalar && std::string(a.name) == "__user_context") {
+        const bool scalar = a.kind == halide_argument_kind_input_scalar;
+        if (scalar && std::string(a.name) == "__user_context") {
             argv[i] = &user_context;
             continue;
         }
-        for (const NamedBuffer& nb : args) {
-            if (std::string(a.name) == nb.name) {
-                argv[i] = nb.buffer;
+        for (const KernelArg& arg : args) {
+            if (std::string(a.name) != arg.name) continue;
+            void* value = scalar ? const_cast<halide_scalar_value_t*>(arg.scalar) : static_cast<void*>(arg.buffer);
+            if (value) {
+                argv[i] = value;
                 matched++;
             }
         }
         if (!argv[i]) throw Error(std::string("internal: kernel ") + kernel.name + " needs argument '" + a.name + "'");
     }
-    if (matched != args.size()) {
+    if (matched != present) {
         throw Error(std::string("internal: kernel ") + kernel.name + " was given arguments it does not take");
     }
     const int result = kernel.argv_fn(argv.data());

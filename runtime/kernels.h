@@ -16,7 +16,10 @@
 
 namespace bnforge::detail {
 
-enum class Pipeline { stats, apply, backward_reduce, backward_apply };
+// stats → apply and backward_reduce → backward_apply are the two-pass
+// pipelines; train_forward and train_backward do both passes per channel
+// block while its slab is in L2 (see fused_path.h).
+enum class Pipeline { stats, apply, backward_reduce, backward_apply, train_forward, train_backward };
 // none: plain BN; relu / add_relu: fused activation (and addend); masked: a
 // backward reduction that applies the forward ReLU mask to dy.
 enum class Fusion { none, relu, add_relu, masked };
@@ -63,12 +66,19 @@ struct ChannelBuffer {
     ChannelBuffer(const double* data, int64_t channels);
 };
 
-struct NamedBuffer {
+// One named kernel argument: a buffer, or a scalar. An entry with neither is
+// absent (an optional input or output the called variant does not have), so
+// one argument list can serve every fusion of a pipeline.
+struct KernelArg {
     const char* name;
     halide_buffer_t* buffer;
+    const halide_scalar_value_t* scalar = nullptr;
 };
-// Runs `kernel` with the named buffers; every argument of the kernel must be
-// supplied exactly once. Halide errors become bnforge::Error.
-void invoke(const KernelEntry& kernel, std::initializer_list<NamedBuffer> args);
+// Runs `kernel` with the named arguments; every argument of the kernel must be
+// supplied exactly once, and no present one may be left over. Halide errors
+// become bnforge::Error.
+void invoke(const KernelEntry& kernel, std::initializer_list<KernelArg> args);
+// The kernel this thread invoked last (tests check which route ran); nullptr before any.
+const KernelEntry* last_invoked_kernel();
 
 }  // namespace bnforge::detail

@@ -3,6 +3,10 @@
 #include "check.h"
 #include "kernels.h"
 
+#include <algorithm>
+#include <cstdlib>
+#include <thread>
+
 namespace bnforge {
 
 namespace {
@@ -15,6 +19,15 @@ int set_num_threads(int threads) {
     halide_set_num_threads(threads);
     g_threads = threads;
     return previous;
+}
+
+int num_threads() {
+    if (g_threads > 0) return g_threads;
+    // Halide's default: HL_NUM_THREADS, else one per core.
+    if (const char* env = std::getenv("HL_NUM_THREADS")) {
+        if (const int n = std::atoi(env); n > 0) return n;
+    }
+    return std::max(1u, std::thread::hardware_concurrency());
 }
 
 std::vector<KernelVariant> kernel_variants() {

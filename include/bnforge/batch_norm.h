@@ -88,6 +88,10 @@ protected:
     // the backward sums reduced over it. A single process uses its own.
     virtual functional::Moments global_moments(const functional::Moments& local) { return local; }
     virtual void reduce_backward_sums(functional::BackwardSums& /*sums*/) {}
+    // True when the hooks above combine several processes' batches. A module
+    // that does not may run forward and backward in one pass over memory
+    // (nothing has to happen between the statistics and the outputs).
+    virtual bool synchronizes_statistics() const { return false; }
 
 private:
     struct Hooks;

@@ -83,7 +83,9 @@ void parameter_grads(const SavedContext& saved, const BackwardSums& sums, std::v
 
 // The whole thing, for one process. Training (batch statistics) when
 // running_mean/var are undefined or `training` is true; the running buffers
-// are NOT updated here (the modules own that rule).
+// are NOT updated here (the modules own that rule). In training, forward and
+// backward run in one pass over memory when a channel block fits in cache
+// (see set_one_pass_limit in runtime.h), with the same results as the steps above.
 struct BatchNormForward {
     ForwardResult result;
     std::optional<Moments> moments;  // batch moments when batch statistics were used

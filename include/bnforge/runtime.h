@@ -2,6 +2,7 @@
 #pragma once
 #include <bnforge/dtype.h>
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <vector>
@@ -10,6 +11,17 @@ namespace bnforge {
 
 // Threads the CPU kernels use (Halide's thread pool); returns the previous value.
 int set_num_threads(int threads);
+// The threads the kernels use now (resolving 0 to Halide's default).
+int num_threads();
+
+// Training forward and backward run in one pass over memory — a channel
+// block's statistics, then its outputs while its slab is still in L2 — when
+// that slab (x, plus dy for backward) fits in this many bytes and there are at
+// least two blocks per thread; otherwise in two passes parallel over the batch.
+// Both give the same results. Default: half the L2 cache. 0 forces two passes.
+// BNFORGE_ONE_PASS_BYTES=<bytes> sets it for a whole process; nullopt restores the default.
+void set_one_pass_limit(std::optional<size_t> bytes);
+size_t one_pass_limit();
 
 // One AOT-compiled kernel variant and the Halide target it was compiled for.
 struct KernelVariant {

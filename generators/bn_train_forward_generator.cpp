@@ -1,0 +1,117 @@
+// Training forward in one pass over memory: per channel block, the batch
+// statistics, then y = act(BN(x) [+ addend]) while the block's slab is still
+// in L2. The two-pass pipelines (bn_stats then bn_apply) read x from memory
+// twice; this one reads it once, so it moves |x| + |y| bytes instead of
+// 2|x| + |y|. The runtime picks it when a block's slab fits in L2.
+//
+// The statistics are bn_stats's, summed in the same order, and the per-channel
+// coefficients are bn_apply's inputs formed with the runtime's float64
+// formulas, so both routes give bitwise identical y, mean and M2.
+#include "bn_common.h"
+
+namespace bnforge_gen {
+
+class BnTrainForward : public Generator<BnTrainForward> {
+public:
+    GeneratorParam<Layout> layout{"layout", Layout::NCHW, kLayoutNames};
+    GeneratorParam<Type> dtype{"dtype", Float(32)};
+    GeneratorParam<Fusion> fusion{"fusion", Fusion::None, kFusionNames};
+
+    Input<Buffer<float, 1>> weight{"weight"};  // ones when affine=False
+    Input<Buffer<float, 1>> bias{"bias"};      // zeros when affine=False
+    Input<double> eps{"eps"};
+
+    void configure() {
+        x = add_input<Buffer<>>("x", dtype, 3);
+        if (fusion == Fusion::AddRelu) addend = add_input<Buffer<>>("addend", dtype, 3);
+        y = add_output<Buffer<>>("y", dtype, 3);
+        if (fusion != Fusion::None) mask = add_output<Buffer<uint8_t, 3>>("mask");
+        mean = add_output<Buffer<double, 1>>("mean");
+        m2 = add_output<Buffer<double, 1>>("m2");
+    }
+
+    void generate() {
+        // Per-channel values are defined over the same Var as the channel
+        // dimension of y, so the schedule can fuse their loops (see bn_common.h).
+        const Var& ch = layout == Layout::NCHW ? d1 : d0;
+        Var s("s"), c("c");
+        Func xf("xf");
+        xf(s, c, n) = cast<float>(at(*x, layout, s, c, n));
+        Expr spatial = spatial_extent(*x, layout), batch = x->dim(2).extent();
+
+        // bn_stats
+        shift(c) = channel_shift(xf, c, spatial, batch);
+        Func terms("terms");
+        Expr d = xf(s, c, n) - shift(c);
+        terms(s, c, n) = Tuple(d, d * d);
+        sums = channel_sums(terms, spatial, batch, layout);
+        Expr count = cast<double>(spatial) * cast<double>(batch);
+        moments(ch) = channel_moments(shift(ch), sums.total(ch)[0], sums.total(ch)[1], count);
+        (*mean)(ch) = moments(ch)[0];
+        (*m2)(ch) = moments(ch)[1];
+
+        // bn_apply's inputs as the runtime forms them (functional.cpp: SplitMean,
+        // scale), in IEEE order (strict_float) so both routes agree to the bit.
+        Expr mean_v = moments(ch)[0];
+        Expr invstd = cast<double>(1) / sqrt(moments(ch)[1] / count + eps);
+        Expr shift32 = cast<float>(mean_v);
+        coefficients(ch) = Tuple(strict_float(shift32), strict_float(cast<float>(mean_v - cast<double>(shift32))),
+                                 strict_float(cast<float>(cast<double>(weight(ch)) * invstd)));
+
+        // bn_apply
+        Expr v = centred(cast<float>((*x)(d0, d1, n)), coefficients(ch)[0], coefficients(ch)[1]) * coefficients(ch)[2] +
+                 bias(ch);
+        if (addend) v += cast<float>((*addend)(d0, d1, n));
+        pre(d0, d1, n) = v;
+        (*y)(d0, d1, n) = cast(dtype, fusion == Fusion::None ? Expr(pre(d0, d1, n)) : relu(pre(d0, d1, n)));
+        if (mask) {
+            Func positive("positive");
+            positive(d0, d1, n) = pre(d0, d1, n) > 0.0f;
+            (*mask)(d0, d1, n) = pack_mask_bits(positive, d0, d1, n, x->dim(0).extent());
+        }
+
+        set_batch_estimates(*x, layout);
+        if (addend) set_batch_estimates(*addend, layout);
+        set_batch_estimates(*y, layout);
+        if (mask) set_mask_estimates(*mask, layout);
+        weight.set_estimates({{0, kEstC}});
+        bias.set_estimates({{0, kEstC}});
+        eps.set_estimate(1e-5);
+        mean->set_estimates({{0, kEstC}});
+        m2->set_estimates({{0, kEstC}});
+    }
+
+    void schedule() {
+        if (using_autoscheduler()) {
+            // Estimates above are all an autoscheduler needs.
+        } else if (get_target().has_gpu_feature()) {
+            no_gpu_schedule_yet("bn_train_forward");
+        } else {
+            const int vec = natural_vector_size<float>();
+            const int line = 64 / dtype.value().bytes();
+            ChannelBlocks blocks = schedule_channel_blocks_cpu(*y, layout, d0, d1, n, vec, line);
+            if (mask) fuse_with_channel_blocks(*mask, blocks, d0, d1, n, vec, 8);
+            fuse_with_channel_blocks(*mean, blocks, d0, d1, n, vec);
+            fuse_with_channel_blocks(*m2, blocks, d0, d1, n, vec);
+            shift.compute_at(blocks.level());
+            schedule_channel_sums_cpu(sums, layout, vec, blocks.level());
+            moments.compute_at(blocks.level());
+            coefficients.compute_at(blocks.level());
+        }
+    }
+
+private:
+    Var d0{"d0"}, d1{"d1"}, n{"n"};
+    Func shift{"shift"}, moments{"moments"}, coefficients{"coefficients"}, pre{"pre"};
+    ChannelSums sums;
+    Input<Buffer<>>* x = nullptr;
+    Input<Buffer<>>* addend = nullptr;
+    Output<Buffer<>>* y = nullptr;
+    Output<Buffer<uint8_t, 3>>* mask = nullptr;
+    Output<Buffer<double, 1>>* mean = nullptr;
+    Output<Buffer<double, 1>>* m2 = nullptr;
+};
+
+}  // namespace bnforge_gen
+
+HALIDE_REGISTER_GENERATOR(bnforge_gen::BnTrainForward, bn_train_forward)

@@ -1,0 +1,119 @@
+// The one-pass training kernels (train_forward, train_backward) against the
+// two-pass pipelines they replace when a channel block fits in cache: the
+// same statistics, outputs and gradients — to the bit for the statistics —
+// for every dtype, layout and fusion, with channel counts that leave partial
+// NHWC blocks and rows longer than one accumulation chunk.
+#include <gtest/gtest.h>
+
+#include "kernels.h"
+#include "test_util.h"
+
+#include <bnforge/runtime.h>
+
+#include <cstring>
+#include <limits>
+
+using namespace bnforge;
+using namespace testutil;
+using functional::Activation;
+
+namespace {
+
+struct Case {
+    std::vector<int64_t> shape;
+    DType dtype;
+    Layout layout;
+    Activation activation;
+    bool addend;
+};
+
+std::string case_name(const ::testing::TestParamInfo<Case>& info) {
+    const Case& c = info.param;
+    std::string s;
+    for (auto d : c.shape) s += std::to_string(d) + "x";
+    s.pop_back();
+    s += std::string("_") + to_string(c.dtype) + "_" + to_string(c.layout);
+    s += c.activation == Activation::Relu ? (c.addend ? "_addrelu" : "_relu") : "";
+    return s;
+}
+
+struct Route {
+    functional::BatchNormForward fwd;
+    functional::BatchNormBackward bwd;
+    std::string forward_kernel, backward_kernel;
+};
+
+bool same_bytes(const Tensor& a, const Tensor& b) {
+    return a.nbytes() == b.nbytes() && std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0;
+}
+
+class OnePass : public ::testing::TestWithParam<Case> {
+protected:
+    // One thread, so even a few NHWC blocks count as enough parallel work.
+    void SetUp() override { previous_threads_ = set_num_threads(1); }
+    void TearDown() override {
+        set_num_threads(previous_threads_);
+        set_one_pass_limit(std::nullopt);
+    }
+    int previous_threads_ = 0;
+};
+
+TEST_P(OnePass, MatchesTwoPass) {
+    const Case& tc = GetParam();
+    std::mt19937 rng(99 + tc.shape[1]);
+    const ref::Shape sh = ref_shape(tc.shape);
+    const Tensor x = tensor_from(rounded(random_batch(rng, sh), tc.shape, tc.dtype), tc.shape, tc.dtype, tc.layout);
+    const Tensor dy = tensor_from(rounded(random_batch(rng, sh, 0.3, 1.0), tc.shape, tc.dtype), tc.shape, tc.dtype, tc.layout);
+    const Tensor addend = tensor_from(rounded(random_batch(rng, sh, 0.5, 1.0), tc.shape, tc.dtype), tc.shape, tc.dtype, tc.layout);
+    const Tensor w = channel_tensor(random_vector(rng, sh.c, 1.0, 0.5));
+    const Tensor b = channel_tensor(random_vector(rng, sh.c, 0.0, 0.5));
+
+    auto run = [&](size_t limit) {
+        set_one_pass_limit(limit);
+        Route r;
+        r.fwd = functional::batch_norm_forward(x, Tensor(), Tensor(), w, b, true, 1e-5, tc.activation,
+                                               tc.addend ? &addend : nullptr);
+        r.forward_kernel = detail::last_invoked_kernel()->name;
+        r.bwd = functional::batch_norm_backward(dy, r.fwd.result.saved, w);
+        r.backward_kernel = detail::last_invoked_kernel()->name;
+        return r;
+    };
+    const Route two = run(0), one = run(std::numeric_limits<size_t>::max());
+    EXPECT_NE(two.forward_kernel.find("_apply_"), std::string::npos) << two.forward_kernel;
+    EXPECT_NE(one.forward_kernel.find("_train_forward_"), std::string::npos) << one.forward_kernel;
+    EXPECT_NE(two.backward_kernel.find("_backward_apply_"), std::string::npos) << two.backward_kernel;
+    EXPECT_NE(one.backward_kernel.find("_train_backward_"), std::string::npos) << one.backward_kernel;
+
+    ASSERT_TRUE(one.fwd.moments && two.fwd.moments);
+    EXPECT_EQ(one.fwd.moments->count, two.fwd.moments->count);
+    EXPECT_EQ(one.fwd.moments->mean, two.fwd.moments->mean);
+    EXPECT_EQ(one.fwd.moments->m2, two.fwd.moments->m2);
+    EXPECT_EQ(one.fwd.result.saved.invstd, two.fwd.result.saved.invstd);
+    EXPECT_TRUE(same_bytes(one.fwd.result.y, two.fwd.result.y));
+    if (tc.activation == Activation::Relu) EXPECT_TRUE(same_bytes(one.fwd.result.saved.mask, two.fwd.result.saved.mask));
+
+    EXPECT_EQ(one.bwd.dbias, two.bwd.dbias);
+    EXPECT_EQ(one.bwd.dweight, two.bwd.dweight);
+    EXPECT_TRUE(same_bytes(one.bwd.input.dx, two.bwd.input.dx));
+    if (tc.addend) EXPECT_TRUE(same_bytes(one.bwd.input.daddend, two.bwd.input.daddend));
+}
+
+std::vector<Case> cases() {
+    std::vector<Case> out;
+    const std::vector<std::vector<int64_t>> shapes = {
+        {3, 40, 5, 7},    // NHWC: a partial block of channels (f32: 16+16+8; bf16/f16: 32+8)
+        {2, 40, 47, 50},  // rows longer than one accumulation chunk (2048 NCHW, 256 NHWC), with a tail
+        {4, 33, 1, 1},    // one position per sample
+        {2, 70, 3},       // rank 3
+    };
+    for (const auto& shape : shapes)
+        for (DType dtype : {DType::Float32, DType::Float16, DType::BFloat16})
+            for (Layout layout : {Layout::NCHW, Layout::NHWC})
+                for (int fusion = 0; fusion < 3; fusion++)
+                    out.push_back({shape, dtype, layout, fusion ? Activation::Relu : Activation::Identity, fusion == 2});
+    return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, OnePass, ::testing::ValuesIn(cases()), case_name);
+
+}  // namespace
