@@ -3,6 +3,8 @@
 #include <bnforge/runtime.h>
 #include <bnforge/tensor.h>
 
+#include "block_cache.h"
+
 #include <dlpack/dlpack.h>
 
 #include <algorithm>
@@ -63,6 +65,7 @@ std::atomic<bool> g_poison_allocations{false};
 struct Allocation {
     void* ptr = nullptr;
     void (*release)(void* ptr, void* context) = nullptr;
+    void* context = nullptr;
 };
 
 constexpr size_t kAlignment = 64;  // a cache line, and enough for any SIMD width Halide emits on CPU
@@ -72,10 +75,13 @@ Allocation allocate_bytes(size_t nbytes, Device device, const char* who) {
     // aligned_alloc needs a size that is a multiple of the alignment; an empty
     // tensor still gets a real (non-null) block so its data pointer is usable.
     const size_t rounded = std::max<size_t>(kAlignment, (nbytes + kAlignment - 1) / kAlignment * kAlignment);
-    void* ptr = std::aligned_alloc(kAlignment, rounded);
+    void* ptr = detail::take_cached_block(rounded);
+    if (!ptr) ptr = std::aligned_alloc(kAlignment, rounded);
     if (!ptr) fail(std::string(who) + ": out of memory allocating " + std::to_string(nbytes) + " bytes");
     if (g_poison_allocations.load(std::memory_order_relaxed)) std::memset(ptr, 0xFF, rounded);
-    return {ptr, [](void* p, void*) { std::free(p); }};
+    // The size travels in the context pointer, so the release knows the block's cache key.
+    return {ptr, [](void* p, void* size) { detail::return_block(p, reinterpret_cast<size_t>(size)); },
+            reinterpret_cast<void*>(rounded)};
 }
 
 // Validates a shape and returns its element count. Zero extents count as 1 in
@@ -336,6 +342,7 @@ Tensor Tensor::empty(std::vector<int64_t> shape, DType dtype, Device device, Lay
     const Allocation block = allocate_bytes(static_cast<size_t>(numel) * element_size(dtype), device, "Tensor::empty");
     storage->ptr = block.ptr;
     storage->release = block.release;
+    storage->context = block.context;
     storage->device = device;
 
     Tensor t;

@@ -1,5 +1,6 @@
 // Tests for dtype conversions, Tensor construction, strides, DLPack exchange
 // and the element-wise helpers.
+#include <bnforge/runtime.h>
 #include <bnforge/tensor.h>
 
 #include <dlpack/dlpack.h>
@@ -814,3 +815,33 @@ TEST(To, SameDeviceAliasesOthersAreUnsupported) {
 
 }  // namespace
 }  // namespace bnforge
+
+namespace {
+
+TEST(HostCache, ReusesReleasedBlocksOfTheSameSizeWithinTheLimit) {
+    using namespace bnforge;
+    // The test environment poisons every new tensor (test_environment.cpp).
+    const size_t previous = host_cache_limit();
+    const std::vector<int64_t> shape{4, 64, 32, 32};  // 1 MiB of float32
+    void* first = nullptr;
+    {
+        Tensor t = Tensor::empty(shape, DType::Float32);
+        first = t.raw_data();
+        t.fill_(3.0);
+    }
+    {
+        Tensor again = Tensor::empty(shape, DType::Float32);
+        EXPECT_EQ(again.raw_data(), first);
+        // Reused blocks are poisoned too: last step's output cannot pass for a kernel's.
+        EXPECT_TRUE(std::isnan(again.item({1, 2, 3, 4})));
+        Tensor other = Tensor::empty(shape, DType::Float32);
+        EXPECT_NE(other.raw_data(), first);
+    }
+    set_host_cache_limit(0);  // trims everything, and keeps nothing from now on
+    { Tensor t = Tensor::empty(shape, DType::Float32); }
+    EXPECT_EQ(host_cache_limit(), 0u);
+    set_host_cache_limit(previous);
+    empty_host_cache();
+}
+
+}  // namespace

@@ -55,6 +55,14 @@ CpuLevel best_cpu_level();
 // The Halide targets the CPU kernels were compiled for, best first.
 std::vector<std::string> cpu_targets();
 
+// Host blocks of 1 MiB and more that tensors release are kept, up to this many
+// bytes, and reused for the next tensor of exactly the same size: a training
+// loop then stops paying the page faults of fresh mappings on every step.
+// Default 1 GiB; BNFORGE_HOST_CACHE_BYTES=<bytes> sets it for a process, 0 disables.
+void set_host_cache_limit(size_t bytes);
+size_t host_cache_limit();
+void empty_host_cache();  // frees every cached block
+
 // Testing aid: fill every tensor allocated from now on with 0xFF bytes (NaN
 // for floats), so an output element a kernel failed to write cannot pass a
 // comparison by accident. Off by default.

@@ -1,0 +1,95 @@
+#include "block_cache.h"
+
+#include <bnforge/runtime.h>
+
+#include <cstdlib>
+#include <map>
+#include <mutex>
+
+namespace bnforge {
+
+namespace {
+
+constexpr size_t kMinCachedBytes = size_t{1} << 20;  // below this, malloc reuses memory well by itself
+constexpr size_t kDefaultLimit = size_t{1} << 30;
+
+size_t initial_limit() {
+    if (const char* env = std::getenv("BNFORGE_HOST_CACHE_BYTES")) return std::strtoull(env, nullptr, 10);
+    return kDefaultLimit;
+}
+
+struct Cache {
+    std::mutex mutex;
+    std::multimap<size_t, void*> blocks;
+    size_t cached = 0;
+    size_t limit = initial_limit();
+
+    // Frees blocks (largest first) until `cached` + `incoming` fits the limit.
+    void trim(size_t incoming) {
+        while (!blocks.empty() && cached + incoming > limit) {
+            auto last = std::prev(blocks.end());
+            cached -= last->first;
+            std::free(last->second);
+            blocks.erase(last);
+        }
+    }
+};
+
+Cache& cache() {
+    static Cache* c = new Cache;  // never destroyed: tensors may be released during static destruction
+    return *c;
+}
+
+}  // namespace
+
+void set_host_cache_limit(size_t bytes) {
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    c.limit = bytes;
+    c.trim(0);
+}
+
+size_t host_cache_limit() {
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    return c.limit;
+}
+
+void empty_host_cache() {
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    for (auto& [bytes, ptr] : c.blocks) std::free(ptr);
+    c.blocks.clear();
+    c.cached = 0;
+}
+
+namespace detail {
+
+void* take_cached_block(size_t bytes) {
+    if (bytes < kMinCachedBytes) return nullptr;
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    auto it = c.blocks.find(bytes);
+    if (it == c.blocks.end()) return nullptr;
+    void* ptr = it->second;
+    c.blocks.erase(it);
+    c.cached -= bytes;
+    return ptr;
+}
+
+void return_block(void* ptr, size_t bytes) {
+    if (bytes >= kMinCachedBytes) {
+        Cache& c = cache();
+        std::lock_guard<std::mutex> lock(c.mutex);
+        if (bytes <= c.limit) {
+            c.trim(bytes);
+            c.blocks.emplace(bytes, ptr);
+            c.cached += bytes;
+            return;
+        }
+    }
+    std::free(ptr);
+}
+
+}  // namespace detail
+}  // namespace bnforge
