@@ -29,9 +29,8 @@ public:
 
     void generate() {
         Expr c = layout == Layout::NCHW ? d1 : d0;
-        Expr v = centred(cast<float>((*x)(d0, d1, n)), shift(c), offset(c)) * scale(c) + beta(c);
-        if (addend) v += cast<float>((*addend)(d0, d1, n));
-        pre(d0, d1, n) = v;
+        pre(d0, d1, n) = normalized(cast<float>((*x)(d0, d1, n)), shift(c), offset(c), scale(c), beta(c),
+                                    addend ? cast<float>((*addend)(d0, d1, n)) : Expr());
         (*y)(d0, d1, n) = cast(dtype, fusion == Fusion::None ? Expr(pre(d0, d1, n)) : relu(pre(d0, d1, n)));
         if (mask) {
             Func positive("positive");
@@ -53,8 +52,13 @@ public:
             no_gpu_schedule_yet("bn_apply");
         } else {
             const int vec = natural_vector_size<float>();
-            schedule_rows_cpu(*y, d0, d1, n, y->dim(0).extent(), vec);
-            if (mask) schedule_rows_cpu(*mask, b, d1, n, mask->dim(0).extent(), vec);
+            Var rows = schedule_rows_cpu(*y, d0, d1, n, y->dim(0).extent(), vec);
+            if (mask) {
+                // Each mask byte reads 8 pre-activations: compute a row of them once, for y and the mask.
+                schedule_rows_cpu(*mask, b, d1, n, y->dim(0).extent(), vec);
+                mask->compute_with(Func(*y), rows);
+                pre.compute_at(Func(*y), rows).vectorize(d0, vec, TailStrategy::GuardWithIf);
+            }
         }
     }
 

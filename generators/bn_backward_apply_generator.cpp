@@ -33,7 +33,7 @@ public:
         if (mask) gv = select(mask_bit(*mask, d0, d1, n), gv, 0.0f);
         g(d0, d1, n) = gv;
         Expr xmu = centred(cast<float>((*x)(d0, d1, n)), shift(c), offset(c));
-        (*dx)(d0, d1, n) = cast(dtype, g(d0, d1, n) * k_dy(c) - xmu * k_xmu(c) - k_bias(c));
+        (*dx)(d0, d1, n) = cast(dtype, input_grad(g(d0, d1, n), xmu, k_dy(c), k_xmu(c), k_bias(c)));
         if (daddend) (*daddend)(d0, d1, n) = cast(dtype, g(d0, d1, n));
 
         set_batch_estimates(*x, layout);

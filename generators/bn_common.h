@@ -60,6 +60,21 @@ inline Expr centred(const Expr& x, const Expr& shift, const Expr& offset) {
     return strict_float((x - shift) - offset);
 }
 
+// The pre-activation ((x − shift) − offset)·scale + beta [+ addend], in IEEE
+// order: the two-pass and one-pass pipelines, scheduled differently, must
+// round it the same way (no FMA contraction in one and not the other).
+inline Expr normalized(const Expr& x, const Expr& shift, const Expr& offset, const Expr& scale, const Expr& beta,
+                       const Expr& addend = Expr()) {
+    Expr v = (x - shift - offset) * scale + beta;
+    if (addend.defined()) v = v + addend;
+    return strict_float(v);
+}
+
+// dx = g·k_dy − (x − mean)·k_xmu − k_bias, in IEEE order for the same reason.
+inline Expr input_grad(const Expr& g, const Expr& xmu, const Expr& k_dy, const Expr& k_xmu, const Expr& k_bias) {
+    return strict_float(g * k_dy - xmu * k_xmu - k_bias);
+}
+
 // Memory-order <-> logical coordinates.
 inline Expr at(const Func& f, Layout layout, const Expr& s, const Expr& c, const Expr& n) {
     return layout == Layout::NCHW ? f(s, c, n) : f(c, s, n);
@@ -240,15 +255,17 @@ struct ChannelBlocks {
     Layout layout;
     Func func;   // the output whose loop nest the others join
     Var block;   // its per-block loop: d1 (NCHW) or the outer split of d0 (NHWC)
+    Var row;     // its innermost loop outside the vectors: n (NCHW) or d1 (NHWC)
     int width;   // channels per block
     LoopLevel level() const { return LoopLevel(func, block); }
+    LoopLevel row_level() const { return LoopLevel(func, row); }
 };
 
 inline ChannelBlocks schedule_channel_blocks_cpu(Func f, Layout layout, const Var& d0, const Var& d1, const Var& n,
                                                  int vec, int line_elements) {
     if (layout == Layout::NCHW) {
         f.reorder(d0, n, d1).parallel(d1).vectorize(d0, vec, TailStrategy::GuardWithIf);
-        return {layout, f, d1, 1};
+        return {layout, f, d1, n, 1};
     }
     Var block("block"), lane("lane");
     const int width = std::max(vec, line_elements);
@@ -256,14 +273,16 @@ inline ChannelBlocks schedule_channel_blocks_cpu(Func f, Layout layout, const Va
         .reorder(lane, d1, n, block)
         .parallel(block)
         .vectorize(lane, vec, TailStrategy::GuardWithIf);
-    return {layout, f, block, width};
+    return {layout, f, block, d1, width};
 }
 
 // Puts `g` — another output over (d0, d1, n), or a per-channel output over the
-// channel Var alone — in the loop nest of `blocks`. Halide matches fused loops
-// by name, which is why per-channel outputs are defined over the same Var as
-// the channel dimension of the batch outputs. `per_element` > 1 when one
-// element of g covers several channels (the ReLU bitmask: 8).
+// channel Var alone — in the loop nest of `blocks`: per-channel outputs once
+// per block, batch outputs row by row beside the main output, so a value both
+// need (e.g. the pre-activation) can be computed once per row. Halide matches
+// fused loops by name, which is why per-channel outputs are defined over the
+// same Var as the channel dimension of the batch outputs. `per_element` > 1
+// when one element of g covers several channels (the ReLU bitmask: 8).
 inline void fuse_with_channel_blocks(Func g, const ChannelBlocks& blocks, const Var& d0, const Var& d1, const Var& n,
                                      int vec, int per_element = 1) {
     const bool per_channel = g.dimensions() == 1;
@@ -280,7 +299,7 @@ inline void fuse_with_channel_blocks(Func g, const ChannelBlocks& blocks, const 
             if (per_element == 1) g.vectorize(lane, vec, TailStrategy::GuardWithIf);
         }
     }
-    g.compute_with(blocks.func, blocks.block);
+    g.compute_with(blocks.func, per_channel ? blocks.block : blocks.row);
 }
 
 }  // namespace bnforge_gen

@@ -59,8 +59,8 @@ public:
 
         // bn_backward_apply
         Expr xmu = centred(cast<float>((*x)(d0, d1, n)), shift(ch), offset(ch));
-        (*dx)(d0, d1, n) = cast(dtype, g(d0, d1, n) * coefficients(ch)[0] - xmu * coefficients(ch)[1] -
-                                           coefficients(ch)[2]);
+        (*dx)(d0, d1, n) = cast(dtype, input_grad(g(d0, d1, n), xmu, coefficients(ch)[0], coefficients(ch)[1],
+                                                  coefficients(ch)[2]));
         if (daddend) (*daddend)(d0, d1, n) = cast(dtype, g(d0, d1, n));
 
         set_batch_estimates(*x, layout);

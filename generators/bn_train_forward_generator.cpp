@@ -59,10 +59,8 @@ public:
                                  strict_float(cast<float>(cast<double>(weight(ch)) * invstd)));
 
         // bn_apply
-        Expr v = centred(cast<float>((*x)(d0, d1, n)), coefficients(ch)[0], coefficients(ch)[1]) * coefficients(ch)[2] +
-                 bias(ch);
-        if (addend) v += cast<float>((*addend)(d0, d1, n));
-        pre(d0, d1, n) = v;
+        pre(d0, d1, n) = normalized(cast<float>((*x)(d0, d1, n)), coefficients(ch)[0], coefficients(ch)[1],
+                                    coefficients(ch)[2], bias(ch), addend ? cast<float>((*addend)(d0, d1, n)) : Expr());
         (*y)(d0, d1, n) = cast(dtype, fusion == Fusion::None ? Expr(pre(d0, d1, n)) : relu(pre(d0, d1, n)));
         if (mask) {
             Func positive("positive");
@@ -90,7 +88,11 @@ public:
             const int vec = natural_vector_size<float>();
             const int line = 64 / dtype.value().bytes();
             ChannelBlocks blocks = schedule_channel_blocks_cpu(*y, layout, d0, d1, n, vec, line);
-            if (mask) fuse_with_channel_blocks(*mask, blocks, d0, d1, n, vec, 8);
+            if (mask) {
+                // Each mask byte reads 8 pre-activations: compute a row of them once, for y and the mask.
+                fuse_with_channel_blocks(*mask, blocks, d0, d1, n, vec, 8);
+                pre.compute_at(blocks.row_level()).vectorize(d0, vec, TailStrategy::GuardWithIf);
+            }
             fuse_with_channel_blocks(*mean, blocks, d0, d1, n, vec);
             fuse_with_channel_blocks(*m2, blocks, d0, d1, n, vec);
             shift.compute_at(blocks.level());
