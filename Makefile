@@ -29,8 +29,14 @@ demo: build
 test: build
 	@$(CTEST) --test-dir $(BUILD) -j $(JOBS) --output-on-failure --timeout 900
 
-bench: build
-	@$(BUILD)/bench/bnforge_bench
+# The CPU benchmark against PyTorch, oneDNN and the copy floor; installs the
+# peers, runs everything in one process, writes bench/results/<date>-<machine>.{md,png}.
+BENCH_ARGS ?=
+bench:
+	@tools/setup.sh bench
+	@$(MAKE) --no-print-directory build
+	@$(BUILD)/bench/bnforge_bench --benchmark_out=$(BUILD)/bench.json --benchmark_out_format=json $(BENCH_ARGS)
+	@$(VENV)/bin/python bench/report.py $(BUILD)/bench.json --out-dir bench/results --analysis bench/analysis.md
 
 install: build
 	@$(CMAKE) --install $(BUILD) --prefix $(PREFIX)

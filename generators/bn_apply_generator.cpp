@@ -52,13 +52,8 @@ public:
             no_gpu_schedule_yet("bn_apply");
         } else {
             const int vec = natural_vector_size<float>();
-            Var rows = schedule_rows_cpu(*y, d0, d1, n, y->dim(0).extent(), vec);
-            if (mask) {
-                // Each mask byte reads 8 pre-activations: compute a row of them once, for y and the mask.
-                schedule_rows_cpu(*mask, b, d1, n, y->dim(0).extent(), vec);
-                mask->compute_with(Func(*y), rows);
-                pre.compute_at(Func(*y), rows).vectorize(d0, vec, TailStrategy::GuardWithIf);
-            }
+            schedule_rows_cpu(*y, d0, d1, n, y->dim(0).extent(), vec);
+            if (mask) schedule_rows_cpu(*mask, b, d1, n, mask->dim(0).extent(), vec);
         }
     }
 

@@ -1,0 +1,279 @@
+// The CPU benchmark: every implementation on every case, next to the
+// bandwidth floor, in one process, with the same threads for everyone.
+//
+//   bnforge_bench [--threads=N] [--cases=full|quick] [--impls=a,b,...] [Google Benchmark flags]
+//
+// Per case (shape, layout, dtype): a copy of |x| into y (the floor's
+// bandwidth), then each op for each implementation. Inputs rotate through
+// enough slots that one round touches more than the last-level cache, so an
+// iteration reads its data from memory, not from what the previous iteration
+// left in cache. Each (op, implementation) is checked once against the
+// float64 reference before it is timed; a failed check is reported, not timed.
+#include "bench_api.h"
+#include "kernels.h"
+#include "one_pass.h"
+
+#include <benchmark/benchmark.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <set>
+#include <sstream>
+
+namespace bench {
+namespace {
+
+struct Config {
+    int threads = 2;
+    bool quick = false;
+    std::set<std::string> impls;  // empty: all
+};
+Config g_config;
+int g_failed_checks = 0;  // a wrong result fails the run (and the ctest that runs the quick cases)
+
+// N = 32 batch-norm shapes of ResNet-50 (C x H x W), and one case larger than
+// the last-level cache: the stem's BN at batch 256 (822 MB in float32).
+std::vector<Shape> shapes() {
+    if (g_config.quick) return {{4, 16, 10, 10}, {8, 64, 14, 14}};
+    return {{32, 64, 112, 112}, {32, 64, 56, 56},   {32, 256, 56, 56}, {32, 128, 28, 28},
+            {32, 512, 28, 28},  {32, 256, 14, 14},  {32, 1024, 14, 14}, {32, 512, 7, 7},
+            {32, 2048, 7, 7},   {256, 64, 112, 112}};
+}
+
+// Enough slots that a round of inputs and outputs (about 5 tensors a slot)
+// exceeds the 480 MB last-level cache of this machine class three times over.
+int slots_for(const Shape& s, bnforge::DType dtype) {
+    const double tensor = static_cast<double>(s.numel()) * bnforge::element_size(dtype);
+    const double target = 1.5e9;
+    return static_cast<int>(std::clamp(std::ceil(target / (5 * tensor)), 1.0, 128.0));
+}
+
+// One CaseData alive at a time: the largest case needs gigabytes.
+std::shared_ptr<CaseData> data_for(const Shape& s, bnforge::Layout layout, bnforge::DType dtype) {
+    static std::shared_ptr<CaseData> current;
+    static std::string key;
+    const std::string k = s.str() + to_string(layout) + bnforge::to_string(dtype);
+    if (key != k) {
+        current.reset();
+        bnforge::empty_host_cache();
+        current = make_case_data(s, layout, dtype, g_config.quick ? 2 : slots_for(s, dtype));
+        key = k;
+    }
+    return current;
+}
+
+// Whether bnforge's one-pass kernels apply: the floor of a training op is
+// then one read of its inputs, else two.
+bool slab_fits(const CaseData& d, Op op) {
+    bnforge::detail::BatchView v;
+    bnforge::detail::make_batch_view(v, d.x[0], d.layout, "x");
+    const bool backward = op == Op::backward || op == Op::fused_backward;
+    return bnforge::detail::one_pass_fits(v, backward ? 2 : 1);
+}
+
+// The fewest bytes an op must move (see the report's definition of the floor).
+double floor_bytes(const CaseSpec& spec, bool fits) {
+    const double t = static_cast<double>(spec.shape.numel()) * bnforge::element_size(spec.dtype);
+    const double mask = static_cast<double>(spec.shape.numel()) / 8;
+    const double reads = fits ? 1 : 2;
+    switch (spec.op) {
+        case Op::train_forward: return reads * t + t;
+        case Op::eval_forward: return 2 * t;
+        case Op::backward: return reads * 2 * t + t;
+        case Op::fused_forward: return reads * t + t /*addend*/ + t + mask;
+        case Op::fused_backward: return reads * (2 * t + mask) + 2 * t;
+    }
+    return 0;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void set_counters(benchmark::State& st, double floor, const Shape& s, int threads) {
+    st.counters["floor_bytes"] = floor;
+    st.counters["elements"] = static_cast<double>(s.numel());
+    st.counters["bench_threads"] = threads;
+}
+
+void copy_floor(benchmark::State& st, Shape shape, bnforge::Layout layout, bnforge::DType dtype, int threads) {
+    auto data = data_for(shape, layout, dtype);
+    std::vector<bnforge::Tensor> dst;
+    for (int s = 0; s < data->slots; s++) dst.push_back(data->x[s].clone());
+    const size_t bytes = data->x[0].nbytes();
+    auto copy = [&](int slot) {
+        const char* from = static_cast<const char*>(data->x[slot].raw_data());
+        char* to = static_cast<char*>(dst[slot].raw_data());
+#pragma omp parallel num_threads(threads)
+        {
+            const size_t k = omp_get_thread_num(), n = omp_get_num_threads();
+            const size_t begin = bytes * k / n / 64 * 64, end = k + 1 == n ? bytes : bytes * (k + 1) / n / 64 * 64;
+            std::memcpy(to + begin, from + begin, end - begin);
+        }
+    };
+    for (int s = 0; s < data->slots; s++) copy(s);
+    int i = 0;
+    for (auto _ : st) {
+        const auto t0 = std::chrono::steady_clock::now();
+        copy(i++ % data->slots);
+        st.SetIterationTime(seconds_since(t0));
+    }
+    set_counters(st, 2.0 * static_cast<double>(bytes), shape, threads);
+}
+
+void op_case(benchmark::State& st, CaseSpec spec, Implementation* impl, int threads) {
+    static std::set<std::string> checked;
+    auto data = data_for(spec.shape, spec.layout, spec.dtype);
+    if (const std::string why = impl->unsupported(spec); !why.empty()) {
+        st.SkipWithError(why.c_str());
+        return;
+    }
+    impl->set_num_threads(threads);
+    std::unique_ptr<Runner> runner;
+    try {
+        runner = impl->prepare(spec, *data);
+        const std::string key = spec.str() + "/" + impl->name() + "/" + std::to_string(threads);
+        if (checked.insert(key).second) {
+            runner->run(0);
+            if (const std::string bad = check_outputs(spec, *data, runner->outputs(0)); !bad.empty()) {
+                g_failed_checks++;
+                st.SkipWithError(("check against the float64 reference failed: " + bad).c_str());
+                impl->set_num_threads(g_config.threads);
+                return;
+            }
+        }
+        for (int s = 0; s < data->slots; s++) runner->run(s);  // warm: first touch of every output
+        int i = 0;
+        for (auto _ : st) {
+            const auto t0 = std::chrono::steady_clock::now();
+            runner->run(i++ % data->slots);
+            st.SetIterationTime(seconds_since(t0));
+        }
+    } catch (const std::exception& e) {
+        st.SkipWithError(e.what());
+        impl->set_num_threads(g_config.threads);
+        return;
+    }
+    set_counters(st, floor_bytes(spec, slab_fits(*data, spec.op)), spec.shape, threads);
+    if (impl->name().rfind("bnforge", 0) == 0 && (spec.op == Op::train_forward || spec.op == Op::fused_forward))
+        st.counters["fused"] = runner->one_pass() ? 1 : 0;
+    impl->set_num_threads(g_config.threads);
+}
+
+std::vector<std::unique_ptr<Implementation>>& implementations() {
+    static std::vector<std::unique_ptr<Implementation>> all = [] {
+        std::vector<std::unique_ptr<Implementation>> v;
+        v.push_back(make_bnforge());
+#ifdef BNFORGE_BENCH_HAVE_DNNL
+        v.push_back(make_onednn());
+#endif
+#ifdef BNFORGE_BENCH_HAVE_TORCH
+        v.push_back(make_pytorch());
+#endif
+        for (const std::string& s : autoscheduled_schedules()) v.push_back(make_bnforge_autoscheduled(s));
+        return v;
+    }();
+    return all;
+}
+
+std::string layout_tag(bnforge::Layout l) { return l == bnforge::Layout::NCHW ? "nchw" : "nhwc"; }
+
+void register_all() {
+    const int t = g_config.threads;
+    for (const Shape& shape : shapes()) {
+        for (bnforge::Layout layout : {bnforge::Layout::NCHW, bnforge::Layout::NHWC}) {
+            for (bnforge::DType dtype : {bnforge::DType::Float32, bnforge::DType::BFloat16}) {
+                const std::string tail = "/" + layout_tag(layout) + "/" + bnforge::to_string(dtype) + "/" + shape.str();
+                const bool f32 = dtype == bnforge::DType::Float32;
+                auto reg = [&](const std::string& name, auto fn) {
+                    benchmark::RegisterBenchmark(name.c_str(), fn)->UseManualTime()->Unit(benchmark::kMillisecond);
+                };
+                reg("copy" + tail + "/floor", [=](benchmark::State& st) { copy_floor(st, shape, layout, dtype, t); });
+                if (f32 && t > 1)
+                    reg("copy" + tail + "/floor-1thread",
+                        [=](benchmark::State& st) { copy_floor(st, shape, layout, dtype, 1); });
+                for (Op op : {Op::train_forward, Op::eval_forward, Op::backward, Op::fused_forward, Op::fused_backward}) {
+                    const CaseSpec spec{shape, layout, dtype, op};
+                    for (auto& impl : implementations()) {
+                        if (!g_config.impls.empty() && !g_config.impls.count(impl->name())) continue;
+                        Implementation* p = impl.get();
+                        reg(spec.str() + "/" + impl->name(), [=](benchmark::State& st) { op_case(st, spec, p, t); });
+                        const bool scaling_op = op == Op::train_forward || op == Op::eval_forward || op == Op::backward;
+                        if (impl->name() == "bnforge" && f32 && scaling_op && t > 1)
+                            reg(spec.str() + "/bnforge-1thread",
+                                [=](benchmark::State& st) { op_case(st, spec, p, 1); });
+                    }
+                }
+            }
+        }
+    }
+}
+
+std::string cpu_model() {
+    std::ifstream in("/proc/cpuinfo");
+    for (std::string line; std::getline(in, line);) {
+        if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+    }
+    return "unknown";
+}
+
+}  // namespace
+}  // namespace bench
+
+int main(int argc, char** argv) {
+    using namespace bench;
+    // Our flags first; Google Benchmark rejects what it does not know.
+    std::vector<char*> rest{argv[0]};
+    bool min_time_given = false, reps_given = false;
+    for (int i = 1; i < argc; i++) {
+        const std::string a = argv[i];
+        if (a.rfind("--threads=", 0) == 0) {
+            g_config.threads = std::stoi(a.substr(10));
+        } else if (a == "--cases=quick") {
+            g_config.quick = true;
+        } else if (a == "--cases=full") {
+            g_config.quick = false;
+        } else if (a.rfind("--impls=", 0) == 0) {
+            std::stringstream list(a.substr(8));
+            for (std::string name; std::getline(list, name, ',');) g_config.impls.insert(name);
+        } else {
+            min_time_given = min_time_given || a.rfind("--benchmark_min_time", 0) == 0;
+            reps_given = reps_given || a.rfind("--benchmark_repetitions", 0) == 0;
+            rest.push_back(argv[i]);
+        }
+    }
+    std::string min_time = "--benchmark_min_time=0.1";
+    std::string reps = "--benchmark_repetitions=3", aggregates = "--benchmark_report_aggregates_only=true";
+    if (!min_time_given) rest.push_back(min_time.data());
+    // Medians of three runs, the statistic the report uses.
+    if (!reps_given) rest.push_back(reps.data());
+    rest.push_back(aggregates.data());
+    int rest_argc = static_cast<int>(rest.size());
+    benchmark::Initialize(&rest_argc, rest.data());
+    if (benchmark::ReportUnrecognizedArguments(rest_argc, rest.data())) return 1;
+
+    for (auto& impl : implementations()) impl->set_num_threads(g_config.threads);
+    // One kernel call so dispatch has chosen; then say which CPU variant runs.
+    {
+        auto d = make_case_data({2, 4, 3, 3}, bnforge::Layout::NCHW, bnforge::DType::Float32, 1);
+        bnforge::functional::batch_moments(d->x[0]);
+    }
+    if (const auto level = bnforge::last_cpu_level()) benchmark::AddCustomContext("bnforge_cpu_variant", to_string(*level));
+    benchmark::AddCustomContext("cpu_model", cpu_model());
+    benchmark::AddCustomContext("threads", std::to_string(g_config.threads));
+    benchmark::AddCustomContext("bnforge_one_pass_limit_bytes", std::to_string(bnforge::one_pass_limit()));
+    for (auto& impl : implementations())
+        if (!impl->notes().empty()) benchmark::AddCustomContext("notes_" + impl->name(), impl->notes());
+
+    register_all();
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    if (g_failed_checks) std::cerr << g_failed_checks << " implementation(s) failed the reference check\n";
+    return g_failed_checks ? 1 : 0;
+}

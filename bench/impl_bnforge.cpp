@@ -1,0 +1,91 @@
+// bnforge through its functional API, as a framework integration calls it:
+// outputs are returned per call (the host block cache makes that cheap).
+#include "bench_api.h"
+#include "kernels.h"
+
+namespace bench {
+
+namespace {
+
+using bnforge::functional::Activation;
+namespace F = bnforge::functional;
+
+class BnforgeRunner : public Runner {
+public:
+    BnforgeRunner(const CaseSpec& spec, const CaseData& data) : spec_(spec), data_(data) {
+        forward_.resize(data.slots);
+        backward_.resize(data.slots);
+        // The forward each backward differentiates, run once per slot, untimed.
+        if (spec.op == Op::backward || spec.op == Op::fused_backward)
+            for (int s = 0; s < data.slots; s++) forward_[s] = forward(s);
+    }
+
+    void run(int slot) override {
+        if (spec_.op == Op::backward || spec_.op == Op::fused_backward) {
+            backward_[slot] = F::batch_norm_backward(data_.dy[slot], forward_[slot].result.saved, data_.weight);
+        } else {
+            forward_[slot] = forward(slot);
+        }
+        const auto* k = bnforge::detail::last_invoked_kernel();
+        one_pass_ = k && std::string(k->name).find("_train_") != std::string::npos;
+    }
+
+    Outputs outputs(int slot) override {
+        Outputs o;
+        if (spec_.op == Op::backward || spec_.op == Op::fused_backward) {
+            o.dx = backward_[slot].input.dx;
+            o.daddend = backward_[slot].input.daddend;
+            o.dweight = backward_[slot].dweight;
+            o.dbias = backward_[slot].dbias;
+        } else {
+            o.y = forward_[slot].result.y;
+            if (forward_[slot].moments) {
+                o.mean = forward_[slot].moments->mean;
+                o.var = forward_[slot].moments->biased_var();
+            }
+        }
+        return o;
+    }
+
+    bool one_pass() const override { return one_pass_; }
+
+private:
+    F::BatchNormForward forward(int slot) const {
+        const bool fused = spec_.op == Op::fused_forward || spec_.op == Op::fused_backward;
+        if (spec_.op == Op::eval_forward)
+            return F::batch_norm_forward(data_.x[slot], data_.running_mean, data_.running_var, data_.weight,
+                                         data_.bias, false, kEps);
+        return F::batch_norm_forward(data_.x[slot], bnforge::Tensor(), bnforge::Tensor(), data_.weight, data_.bias,
+                                     true, kEps, fused ? Activation::Relu : Activation::Identity,
+                                     fused ? &data_.addend[slot] : nullptr);
+    }
+
+    CaseSpec spec_;
+    const CaseData& data_;
+    std::vector<F::BatchNormForward> forward_;
+    std::vector<F::BatchNormBackward> backward_;
+    bool one_pass_ = false;
+};
+
+class Bnforge : public Implementation {
+public:
+    std::string name() const override { return "bnforge"; }
+    std::string unsupported(const CaseSpec&) const override { return ""; }
+    void set_num_threads(int threads) override { bnforge::set_num_threads(threads); }
+    std::unique_ptr<Runner> prepare(const CaseSpec& spec, const CaseData& data) override {
+        return std::make_unique<BnforgeRunner>(spec, data);
+    }
+    std::string notes() const override {
+        return "bnforge::functional::batch_norm_forward / batch_norm_backward; outputs returned per call "
+               "(host block cache on)";
+    }
+};
+
+}  // namespace
+
+std::unique_ptr<Implementation> make_bnforge() { return std::make_unique<Bnforge>(); }
+
+std::vector<std::string> autoscheduled_schedules() { return {}; }  // until the autoscheduler branch lands
+std::unique_ptr<Implementation> make_bnforge_autoscheduled(const std::string&) { return nullptr; }
+
+}  // namespace bench
