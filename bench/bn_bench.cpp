@@ -1,7 +1,9 @@
 // bnforge against the bandwidth floor, in one process: each op is timed next
 // to a copy of the bytes it must move (a memcpy of x into y reads |x| and
-// writes |y|). Peers (PyTorch, oneDNN) and the full case list come with the
-// CPU-speed work; this is the measurement skeleton they plug into.
+// writes |y|), once per kernel schedule the build has (manual, then each
+// autoscheduler: bnforge::kernel_schedules()). Peers (PyTorch, oneDNN) and
+// the full case list come with the CPU-speed work; this is the measurement
+// skeleton they plug into.
 #include <benchmark/benchmark.h>
 #include <bnforge/bnforge.h>
 
@@ -76,12 +78,31 @@ void shapes(benchmark::internal::Benchmark* b) {
 }
 
 BENCHMARK(BM_copy_floor)->Apply(shapes);
-BENCHMARK(BM_train_forward<Layout::NCHW>)->Apply(shapes);
-BENCHMARK(BM_train_forward<Layout::NHWC>)->Apply(shapes);
-BENCHMARK(BM_eval_forward<Layout::NCHW>)->Apply(shapes);
-BENCHMARK(BM_eval_forward<Layout::NHWC>)->Apply(shapes);
-BENCHMARK(BM_backward<Layout::NCHW>)->Apply(shapes);
-BENCHMARK(BM_backward<Layout::NHWC>)->Apply(shapes);
+
+// The ops, each registered once per kernel schedule (see main).
+struct Op {
+    const char* name;
+    void (*run)(benchmark::State&);
+};
+const Op kOps[] = {
+    {"BM_train_forward<NCHW>", BM_train_forward<Layout::NCHW>}, {"BM_train_forward<NHWC>", BM_train_forward<Layout::NHWC>},
+    {"BM_eval_forward<NCHW>", BM_eval_forward<Layout::NCHW>},   {"BM_eval_forward<NHWC>", BM_eval_forward<Layout::NHWC>},
+    {"BM_backward<NCHW>", BM_backward<Layout::NCHW>},           {"BM_backward<NHWC>", BM_backward<Layout::NHWC>},
+};
+
+// <op>/<schedule>/N/C/H: manual next to each autoscheduler, case by case.
+void register_ops() {
+    for (const Op& op : kOps) {
+        for (const std::string& schedule : kernel_schedules()) {
+            benchmark::RegisterBenchmark((std::string(op.name) + "/" + schedule).c_str(),
+                                         [op, schedule](benchmark::State& state) {
+                                             set_kernel_schedule(schedule);
+                                             op.run(state);
+                                         })
+                ->Apply(shapes);
+        }
+    }
+}
 
 }  // namespace
 
@@ -94,6 +115,7 @@ int main(int argc, char** argv) {
     x.set_item({0, 0, 0, 0}, 2.0);
     probe.forward(x);
     if (const auto level = last_cpu_level()) benchmark::AddCustomContext("bnforge_cpu_variant", to_string(*level));
+    register_ops();
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     return 0;
