@@ -1,5 +1,7 @@
 // bnforge through its functional API, as a framework integration calls it:
 // outputs are returned per call (the host block cache makes that cheap).
+// The autoscheduled variants are the same calls with another kernel set
+// selected (set_kernel_schedule), so they differ in schedule only.
 #include "bench_api.h"
 #include "kernels.h"
 
@@ -12,7 +14,9 @@ namespace F = bnforge::functional;
 
 class BnforgeRunner : public Runner {
 public:
-    BnforgeRunner(const CaseSpec& spec, const CaseData& data) : spec_(spec), data_(data) {
+    BnforgeRunner(const CaseSpec& spec, const CaseData& data, std::string schedule)
+        : spec_(spec), data_(data), schedule_(std::move(schedule)) {
+        bnforge::set_kernel_schedule(schedule_);
         forward_.resize(data.slots);
         backward_.resize(data.slots);
         // The forward each backward differentiates, run once per slot, untimed.
@@ -21,6 +25,7 @@ public:
     }
 
     void run(int slot) override {
+        bnforge::set_kernel_schedule(schedule_);
         if (spec_.op == Op::backward || spec_.op == Op::fused_backward) {
             backward_[slot] = F::batch_norm_backward(data_.dy[slot], forward_[slot].result.saved, data_.weight);
         } else {
@@ -62,6 +67,7 @@ private:
 
     CaseSpec spec_;
     const CaseData& data_;
+    std::string schedule_;
     std::vector<F::BatchNormForward> forward_;
     std::vector<F::BatchNormBackward> backward_;
     bool one_pass_ = false;
@@ -69,23 +75,39 @@ private:
 
 class Bnforge : public Implementation {
 public:
-    std::string name() const override { return "bnforge"; }
-    std::string unsupported(const CaseSpec&) const override { return ""; }
+    explicit Bnforge(std::string schedule) : schedule_(std::move(schedule)) {}
+    std::string name() const override { return schedule_ == "manual" ? "bnforge" : "bnforge-" + schedule_; }
+    std::string unsupported(const CaseSpec& spec) const override {
+        if (schedule_ != "manual" && spec.dtype != bnforge::DType::Float32)
+            return "the autoscheduled kernel sets are built for float32 only";
+        return "";
+    }
     void set_num_threads(int threads) override { bnforge::set_num_threads(threads); }
     std::unique_ptr<Runner> prepare(const CaseSpec& spec, const CaseData& data) override {
-        return std::make_unique<BnforgeRunner>(spec, data);
+        return std::make_unique<BnforgeRunner>(spec, data, schedule_);
     }
     std::string notes() const override {
         return "bnforge::functional::batch_norm_forward / batch_norm_backward; outputs returned per call "
-               "(host block cache on)";
+               "(host block cache on); kernel schedule " + schedule_;
     }
+
+private:
+    std::string schedule_;
 };
 
 }  // namespace
 
-std::unique_ptr<Implementation> make_bnforge() { return std::make_unique<Bnforge>(); }
+std::unique_ptr<Implementation> make_bnforge() { return std::make_unique<Bnforge>("manual"); }
 
-std::vector<std::string> autoscheduled_schedules() { return {}; }  // until the autoscheduler branch lands
-std::unique_ptr<Implementation> make_bnforge_autoscheduled(const std::string&) { return nullptr; }
+std::vector<std::string> autoscheduled_schedules() {
+    std::vector<std::string> out;
+    for (const std::string& s : bnforge::kernel_schedules())
+        if (s != "manual") out.push_back(s);
+    return out;
+}
+
+std::unique_ptr<Implementation> make_bnforge_autoscheduled(const std::string& schedule) {
+    return std::make_unique<Bnforge>(schedule);
+}
 
 }  // namespace bench

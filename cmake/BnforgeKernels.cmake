@@ -6,17 +6,70 @@
 #
 #   bnforge_add_kernel_family(PIPELINE <name> GENERATOR <halide generator>
 #                             [FUSIONS <label>[|<param>=<value>] ...])
+#
+# Schedules: each variant is built with its manual schedule for every target
+# in BNFORGE_CPU_TARGETS (a fat library) — or with a saved schedule instead,
+# when BNFORGE_USE_SAVED_SCHEDULES is ON and generators/schedules/<library>.schedule.h
+# exists. The float32 variants are also built once per autoscheduler in
+# BNFORGE_AUTOSCHEDULERS, for the single target BNFORGE_AUTOSCHEDULE_TARGET,
+# as <library>_<autoscheduler in lower case>, with the chosen schedule
+# emitted next to the library (<library>_<autoscheduler>.schedule.h in the build tree).
+# float32 only: the autoscheduled libraries are a tuning aid, and three more
+# schedules of every dtype would triple the build.
 
 
 set(_bnforge_dtype_tag_float32 f32)
 set(_bnforge_dtype_tag_float16 f16)
 set(_bnforge_dtype_tag_bfloat16 bf16)
 
+# Where saved schedules live: the real ones, and the tests' own (see tests/schedules/README.md).
+set(BNFORGE_SAVED_SCHEDULE_DIRS ${PROJECT_SOURCE_DIR}/generators/schedules ${PROJECT_SOURCE_DIR}/tests/schedules)
+
+# The CPU autoschedulers Halide ships; Anderson2021 schedules GPUs only.
+foreach (scheduler IN LISTS BNFORGE_AUTOSCHEDULERS)
+    if (NOT scheduler MATCHES "^(Adams2019|Mullapudi2016|Li2018)$" OR NOT TARGET Halide::${scheduler})
+        message(FATAL_ERROR "BNFORGE_AUTOSCHEDULERS: '${scheduler}' is not a CPU autoscheduler of this Halide "
+                            "(expected some of Adams2019;Mullapudi2016;Li2018, or empty for none)")
+    endif ()
+endforeach ()
+
+# One AOT kernel library from the bnforge generators, with what every kernel
+# shares: the features the runtime calls them with and the one Halide runtime.
+# AUTOSCHEDULER <Halide autoscheduler> schedules it with that plugin's search
+# (as bnforge_<name>, which then guards the tails: generators/autoschedule.h)
+# and emits the schedule chosen (<name>.schedule.h).
+function(bnforge_add_kernel name)
+    cmake_parse_arguments(PARSE_ARGV 1 ARG "" "GENERATOR;AUTOSCHEDULER" "TARGETS;PARAMS")
+    set(autoschedule "")
+    if (ARG_AUTOSCHEDULER)
+        set(autoschedule AUTOSCHEDULER bnforge_${ARG_AUTOSCHEDULER} PLUGINS Halide::${ARG_AUTOSCHEDULER}
+                         SCHEDULE schedule_file)
+    endif ()
+    add_halide_library(${name}
+                       FROM bnforge_generators
+                       GENERATOR ${ARG_GENERATOR}
+                       TARGETS ${ARG_TARGETS}
+                       FEATURES user_context large_buffers
+                       USE_RUNTIME bnforge_halide_runtime
+                       ${autoschedule}
+                       PARAMS ${ARG_PARAMS})
+endfunction()
+
+function(_bnforge_register_kernel pipeline dtag layout fusion schedule name)
+    set_property(GLOBAL APPEND PROPERTY BNFORGE_KERNEL_LIBS ${name})
+    set_property(GLOBAL APPEND PROPERTY BNFORGE_KERNEL_REGISTRY
+                 "BNFORGE_KERNEL(${pipeline}, cpu, ${dtag}, ${layout}, ${fusion}, ${schedule}, ${name})")
+endfunction()
+
 function(bnforge_add_kernel_family)
     cmake_parse_arguments(PARSE_ARGV 0 ARG "" "PIPELINE;GENERATOR" "FUSIONS")
     if (NOT ARG_FUSIONS)
         set(ARG_FUSIONS none)
     endif ()
+    foreach (fusion_spec IN LISTS ARG_FUSIONS)
+        # For `bnforge tune`, which builds the same variants in-process.
+        set_property(GLOBAL APPEND PROPERTY BNFORGE_KERNEL_FAMILIES "${ARG_PIPELINE}|${ARG_GENERATOR}|${fusion_spec}")
+    endforeach ()
     foreach (dtype IN LISTS BNFORGE_DTYPES)
         set(dtag ${_bnforge_dtype_tag_${dtype}})
         foreach (layout IN LISTS BNFORGE_LAYOUTS)
@@ -24,30 +77,88 @@ function(bnforge_add_kernel_family)
                 string(REPLACE "|" ";" fusion_spec "${fusion_spec}")
                 list(POP_FRONT fusion_spec fusion)
                 set(name bnk_${ARG_PIPELINE}_cpu_${dtag}_${layout}_${fusion})
-                add_halide_library(${name}
-                                   FROM bnforge_generators
-                                   GENERATOR ${ARG_GENERATOR}
-                                   TARGETS ${BNFORGE_CPU_TARGETS}
-                                   FEATURES user_context large_buffers
-                                   USE_RUNTIME bnforge_halide_runtime
-                                   PARAMS dtype=${dtype} layout=${layout} ${fusion_spec})
-                set_property(GLOBAL APPEND PROPERTY BNFORGE_KERNEL_LIBS ${name})
-                set_property(GLOBAL APPEND PROPERTY BNFORGE_KERNEL_REGISTRY
-                             "BNFORGE_KERNEL(${ARG_PIPELINE}, cpu, ${dtag}, ${layout}, ${fusion}, ${name})")
+                set(params dtype=${dtype} layout=${layout} ${fusion_spec})
+
+                set(saved "")
+                if (BNFORGE_USE_SAVED_SCHEDULES AND EXISTS ${PROJECT_SOURCE_DIR}/generators/schedules/${name}.schedule.h)
+                    set(saved saved_schedule=${name})
+                    message(STATUS "bnforge: ${name} uses the saved schedule generators/schedules/${name}.schedule.h")
+                endif ()
+                bnforge_add_kernel(${name} GENERATOR ${ARG_GENERATOR} TARGETS ${BNFORGE_CPU_TARGETS}
+                                   PARAMS ${params} ${saved})
+                _bnforge_register_kernel(${ARG_PIPELINE} ${dtag} ${layout} ${fusion} manual ${name})
+
+                if (dtype STREQUAL "float32")
+                    foreach (scheduler IN LISTS BNFORGE_AUTOSCHEDULERS)
+                        string(TOLOWER ${scheduler} schedule)
+                        bnforge_add_kernel(${name}_${schedule} GENERATOR ${ARG_GENERATOR}
+                                           TARGETS ${BNFORGE_AUTOSCHEDULE_TARGET} AUTOSCHEDULER ${scheduler}
+                                           PARAMS ${params} ${BNFORGE_AUTOSCHEDULE_PARAMS})
+                        _bnforge_register_kernel(${ARG_PIPELINE} ${dtag} ${layout} ${fusion} ${schedule}
+                                                 ${name}_${schedule})
+                    endforeach ()
+                endif ()
             endforeach ()
         endforeach ()
     endforeach ()
 endfunction()
 
-# Writes the registry (X-macro lines) and one header including every variant.
+# Writes the registry (X-macro lines), one header including every variant,
+# and the families for `bnforge tune` (pipeline, generator, fusion, params).
 function(bnforge_write_kernel_registry dir)
     get_property(registry GLOBAL PROPERTY BNFORGE_KERNEL_REGISTRY)
     get_property(libs GLOBAL PROPERTY BNFORGE_KERNEL_LIBS)
+    get_property(families GLOBAL PROPERTY BNFORGE_KERNEL_FAMILIES)
     list(JOIN registry "\n" lines)
     set(includes "")
     foreach (lib IN LISTS libs)
         string(APPEND includes "#include \"${lib}.h\"\n")
     endforeach ()
+    set(family_lines "")
+    foreach (family IN LISTS families)
+        string(REPLACE "|" ";" family "${family}")
+        list(POP_FRONT family pipeline generator fusion)
+        list(JOIN family " " params)
+        string(APPEND family_lines "BNFORGE_FAMILY(${pipeline}, ${generator}, ${fusion}, \"${params}\")\n")
+    endforeach ()
     file(CONFIGURE OUTPUT ${dir}/kernel_registry.inc CONTENT "// Generated by CMake: one line per AOT kernel.\n${lines}\n")
     file(CONFIGURE OUTPUT ${dir}/kernel_headers.h CONTENT "// Generated by CMake.\n#pragma once\n${includes}")
+    file(CONFIGURE OUTPUT ${dir}/kernel_families.inc
+         CONTENT "// Generated by CMake: pipeline, generator, fusion, generator params of each kernel family member.\n${family_lines}")
+endfunction()
+
+# Compiles every saved schedule into the generators: writes `out` (a .cpp)
+# including each <dir>/<name>.schedule.h and listing name -> apply_schedule_<name>
+# (autoschedule.h). Adding or removing a file re-runs CMake.
+function(bnforge_write_saved_schedules out)
+    set(globs "")
+    foreach (dir IN LISTS BNFORGE_SAVED_SCHEDULE_DIRS)
+        list(APPEND globs ${dir}/*.schedule.h)
+    endforeach ()
+    file(GLOB files CONFIGURE_DEPENDS ${globs})
+    set(includes "")
+    set(rows "")
+    foreach (file IN LISTS files)
+        get_filename_component(base ${file} NAME)
+        string(REGEX REPLACE "\\.schedule\\.h$" "" name "${base}")
+        if (NOT name MATCHES "^[A-Za-z_][A-Za-z0-9_]*$")
+            message(FATAL_ERROR "${file}: a saved schedule's name must be a C identifier (the file defines apply_schedule_<name>)")
+        endif ()
+        string(APPEND includes "#include \"${file}\"\n")
+        string(APPEND rows "        {\"${name}\", &apply_schedule_${name}},\n")
+    endforeach ()
+    file(CONFIGURE OUTPUT ${out} CONTENT "// Generated by CMake from ${BNFORGE_SAVED_SCHEDULE_DIRS}.
+#include \"autoschedule.h\"
+
+${includes}
+namespace bnforge_gen {
+
+const std::vector<SavedSchedule>& saved_schedules() {
+    static const std::vector<SavedSchedule> table = {
+${rows}    };
+    return table;
+}
+
+}  // namespace bnforge_gen
+")
 endfunction()

@@ -9,7 +9,7 @@
 
 namespace bnforge_gen {
 
-class BnApply : public Generator<BnApply> {
+class BnApply : public BnGenerator<BnApply> {
 public:
     GeneratorParam<Layout> layout{"layout", Layout::NCHW, kLayoutNames};
     GeneratorParam<Type> dtype{"dtype", Float(32)};
@@ -41,15 +41,18 @@ public:
         set_batch_estimates(*x, layout);
         if (addend) set_batch_estimates(*addend, layout);
         set_batch_estimates(*y, layout);
-        for (auto* p : {&shift, &offset, &scale, &beta}) p->set_estimates({{0, kEstC}});
+        for (auto* p : {&shift, &offset, &scale, &beta}) set_channel_estimates(*p);
         if (mask) set_mask_estimates(*mask, layout);
     }
 
     void schedule() {
         if (using_autoscheduler()) {
-            // Estimates above are all an autoscheduler needs.
+            // Estimates above are all an autoscheduler needs (plus leave to unroll, see bn_common.h).
+            permit_estimate_unrolls();
         } else if (get_target().has_gpu_feature()) {
             no_gpu_schedule_yet("bn_apply");
+        } else if (has_saved_schedule()) {
+            apply_saved_schedule();
         } else {
             const int vec = natural_vector_size<float>();
             schedule_rows_cpu(*y, d0, d1, n, y->dim(0).extent(), vec);

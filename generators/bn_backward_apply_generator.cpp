@@ -7,7 +7,7 @@
 
 namespace bnforge_gen {
 
-class BnBackwardApply : public Generator<BnBackwardApply> {
+class BnBackwardApply : public BnGenerator<BnBackwardApply> {
 public:
     GeneratorParam<Layout> layout{"layout", Layout::NCHW, kLayoutNames};
     GeneratorParam<Type> dtype{"dtype", Float(32)};
@@ -41,14 +41,17 @@ public:
         set_batch_estimates(*dx, layout);
         if (daddend) set_batch_estimates(*daddend, layout);
         if (mask) set_mask_estimates(*mask, layout);
-        for (auto* p : {&shift, &offset, &k_dy, &k_xmu, &k_bias}) p->set_estimates({{0, kEstC}});
+        for (auto* p : {&shift, &offset, &k_dy, &k_xmu, &k_bias}) set_channel_estimates(*p);
     }
 
     void schedule() {
         if (using_autoscheduler()) {
-            // Estimates above are all an autoscheduler needs.
+            // Estimates above are all an autoscheduler needs (plus leave to unroll, see bn_common.h).
+            permit_estimate_unrolls();
         } else if (get_target().has_gpu_feature()) {
             no_gpu_schedule_yet("bn_backward_apply");
+        } else if (has_saved_schedule()) {
+            apply_saved_schedule();
         } else {
             const int vec = natural_vector_size<float>();
             Var rows = schedule_rows_cpu(*dx, d0, d1, n, dx->dim(0).extent(), vec);

@@ -5,7 +5,7 @@
 
 namespace bnforge_gen {
 
-class BnBackwardReduce : public Generator<BnBackwardReduce> {
+class BnBackwardReduce : public BnGenerator<BnBackwardReduce> {
 public:
     GeneratorParam<Layout> layout{"layout", Layout::NCHW, kLayoutNames};
     GeneratorParam<Type> dtype{"dtype", Float(32)};
@@ -34,24 +34,28 @@ public:
         Expr xmu = centred(cast<float>(at(*x, layout, s, c, n)), shift(c), offset(c));
         terms(s, c, n) = Tuple(gl, gl * xmu);
 
-        sums = channel_sums(terms, spatial_extent(*x, layout), x->dim(2).extent(), layout);
+        sums = channel_sums(terms, spatial_extent(*x, layout), x->dim(2).extent(),
+                            max_chunk(layout, manual_schedule()));
         sum_dy(c) = sums.total(c)[0];
         sum_dy_xmu(c) = sums.total(c)[1];
 
         set_batch_estimates(*x, layout);
         set_batch_estimates(*dy, layout);
         if (mask) set_mask_estimates(*mask, layout);
-        shift.set_estimates({{0, kEstC}});
-        offset.set_estimates({{0, kEstC}});
-        sum_dy.set_estimates({{0, kEstC}});
-        sum_dy_xmu.set_estimates({{0, kEstC}});
+        set_channel_estimates(shift);
+        set_channel_estimates(offset);
+        set_channel_estimates(sum_dy);
+        set_channel_estimates(sum_dy_xmu);
     }
 
     void schedule() {
         if (using_autoscheduler()) {
-            // Estimates above are all an autoscheduler needs.
+            // Estimates above are all an autoscheduler needs (plus leave to unroll, see bn_common.h).
+            permit_estimate_unrolls();
         } else if (get_target().has_gpu_feature()) {
             no_gpu_schedule_yet("bn_backward_reduce");
+        } else if (has_saved_schedule()) {
+            apply_saved_schedule();
         } else {
             schedule_channel_sums_cpu(sums, layout, natural_vector_size<float>());
         }

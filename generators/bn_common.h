@@ -1,5 +1,6 @@
 // Shared vocabulary of the batch-norm generators: layouts, fusions, the
-// logical (s, c, n) view of a memory-order buffer, and estimates.
+// logical (s, c, n) view of a memory-order buffer, and the base class that
+// carries estimates and the choice of a saved schedule.
 //
 // Every batch tensor reaches a generator as a 3-D buffer in memory order:
 //   NCHW: (s, c, n)  — spatial innermost (all spatial dims merged into s)
@@ -9,8 +10,11 @@
 #pragma once
 
 #include "Halide.h"
+#include "autoschedule.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
@@ -32,10 +36,13 @@ inline const std::map<std::string, Fusion> kFusionNames = {
 
 // Statistics are accumulated in float32 over chunks of at most this many
 // spatial positions of one (n, c) row, and the chunk sums in float64: the
-// float32 error stays bounded by the chunk length whatever N·S is. NCHW
-// chunks are further split across vector lanes (rfactor), NHWC chunks are
-// summed one position at a time per channel, hence the shorter chunk.
-inline int max_chunk(Layout layout) { return layout == Layout::NCHW ? 2048 : 256; }
+// float32 error stays bounded by the chunk length whatever N·S is. The
+// manual NCHW schedule further splits each chunk across vector lanes
+// (rfactor); NHWC chunks, and the chunks of every autoscheduled or saved
+// schedule (no autoscheduler uses rfactor), are summed one position at a time,
+// hence the shorter chunk: 2048 serial float32 additions would miss the 1e-6
+// on the mean that 256 keep.
+inline int max_chunk(Layout layout, bool lanes_split) { return layout == Layout::NCHW && lanes_split ? 2048 : 256; }
 
 // Values are shifted by a per-channel estimate of the mean before summing
 // (the mean of up to 8 of the channel's first values), so the sums see small
@@ -43,7 +50,7 @@ inline int max_chunk(Layout layout) { return layout == Layout::NCHW ? 2048 : 256
 // little to cancellation.
 constexpr int kShiftSamples = 8;
 
-// Typical ResNet-50 stage sizes, for estimates (autoschedulers need them).
+// Typical ResNet-50 stage sizes: the default estimates (autoschedulers need them).
 constexpr int kEstN = 32, kEstC = 256, kEstS = 56 * 56;
 
 // The CUDA schedules arrive with the GPU backend; until then a GPU target is a
@@ -89,15 +96,72 @@ Expr channel_extent(const Buf& b, Layout layout) {
     return b.dim(layout == Layout::NCHW ? 1 : 0).extent();
 }
 
-// Estimates for a batch tensor in memory order.
-template <class Buf>
-void set_batch_estimates(Buf& b, Layout layout) {
-    if (layout == Layout::NCHW) {
-        b.set_estimates({{0, kEstS}, {0, kEstC}, {0, kEstN}});
-    } else {
-        b.set_estimates({{0, kEstC}, {0, kEstS}, {0, kEstN}});
+// What every bnforge generator has besides its algorithm and manual schedule:
+//  - the estimate shape, as GeneratorParams, so that a build or `bnforge tune`
+//    can autoschedule for the (N, C, S) that matters rather than one fixed guess;
+//  - saved_schedule=<name>: apply generators/schedules/<name>.schedule.h (compiled
+//    into the generator, see autoschedule.h) instead of the manual CPU schedule.
+template <class T>
+class BnGenerator : public Generator<T> {
+public:
+    GeneratorParam<int> est_n{"est_n", kEstN, 1, std::numeric_limits<int>::max()};
+    GeneratorParam<int> est_c{"est_c", kEstC, 1, std::numeric_limits<int>::max()};
+    GeneratorParam<int> est_s{"est_s", kEstS, 1, std::numeric_limits<int>::max()};
+    GeneratorParam<std::string> saved_schedule{"saved_schedule", ""};
+
+protected:
+    // Estimates for a batch tensor in memory order, a per-channel vector, and a
+    // ReLU mask (bits packed along the innermost memory dimension).
+    template <class Buf>
+    void set_batch_estimates(Buf& b, Layout layout) {
+        const int n = est_n, c = est_c, s = est_s;
+        if (layout == Layout::NCHW) {
+            b.set_estimates({{0, s}, {0, c}, {0, n}});
+        } else {
+            b.set_estimates({{0, c}, {0, s}, {0, n}});
+        }
     }
-}
+    template <class Buf>
+    void set_channel_estimates(Buf& b) {
+        const int c = est_c;
+        b.set_estimates({{0, c}});
+    }
+    template <class Buf>
+    void set_mask_estimates(Buf& b, Layout layout) {
+        const int n = est_n, c = est_c, s = est_s;
+        const int inner = layout == Layout::NCHW ? s : c, outer = layout == Layout::NCHW ? c : s;
+        b.set_estimates({{0, (inner + 7) / 8}, {0, outer}, {0, n}});
+    }
+
+    bool has_saved_schedule() const { return !saved_schedule.value().empty(); }
+    // The manual CPU schedules, as opposed to an autoscheduled or saved one.
+    bool manual_schedule() const { return !this->using_autoscheduler() && !has_saved_schedule(); }
+
+    void apply_saved_schedule() {
+        const std::string name = saved_schedule;
+        std::string known;
+        for (const SavedSchedule& s : saved_schedules()) {
+            if (name == s.name) {
+                permit_estimate_unrolls();
+                s.apply(this->get_pipeline(), this->get_target());
+                guard_tails(this->get_pipeline());
+                return;
+            }
+            known += std::string(known.empty() ? "" : ", ") + s.name;
+        }
+        throw CompileError("saved_schedule=" + name + ": no generators/schedules/" + name +
+                           ".schedule.h was compiled into this generator (saved schedules: " +
+                           (known.empty() ? "none" : known) + ")");
+    }
+
+    // Adams2019 sometimes unrolls a loop whose extent it took as constant
+    // because it substituted an estimate for an input's size (the chunk loops
+    // of bn_stats NCHW: "Can only unroll for loops over a constant extent").
+    // HL_PERMIT_FAILED_UNROLL=1 is Halide's documented escape hatch for exactly
+    // this: such a loop stays a serial loop. Only autoscheduled and saved
+    // schedules get it (the manual ones never unroll), and a value the user set wins.
+    static void permit_estimate_unrolls() { setenv("HL_PERMIT_FAILED_UNROLL", "1", 0); }
+};
 
 // Bits of the ReLU mask: bit i of byte (b, j, n) is element (8b + i, j, n) in
 // memory order, i.e. packed along the innermost dimension.
@@ -114,16 +178,6 @@ inline Expr pack_mask_bits(const Func& positive, const Expr& b, const Expr& j, c
 
 // ReLU as select(v < 0, 0, v) rather than max(): NaN propagates, as in PyTorch.
 inline Expr relu(const Expr& v) { return select(v < 0.0f, 0.0f, v); }
-
-// Estimates of a ReLU bitmask (bytes along the innermost memory dimension).
-template <class Buf>
-void set_mask_estimates(Buf& mask, Layout layout) {
-    if (layout == Layout::NCHW) {
-        mask.set_estimates({{0, kEstS / 8}, {0, kEstC}, {0, kEstN}});
-    } else {
-        mask.set_estimates({{0, kEstC / 8}, {0, kEstS}, {0, kEstN}});
-    }
-}
 
 inline Expr mask_bit(const Func& mask, const Expr& e, const Expr& j, const Expr& n) {
     return ((mask(e / 8, j, n) >> cast<uint8_t>(e % 8)) & cast<uint8_t>(1)) != cast<uint8_t>(0);
@@ -143,9 +197,9 @@ struct ChannelSums {
     Var k{"k"}, c{"c"}, n{"n"};
 };
 
-inline ChannelSums channel_sums(const Func& terms, const Expr& spatial, const Expr& batch, Layout layout) {
+inline ChannelSums channel_sums(const Func& terms, const Expr& spatial, const Expr& batch, int max_chunk) {
     ChannelSums cs;
-    Expr chunk = min(spatial, max_chunk(layout));
+    Expr chunk = min(spatial, max_chunk);
     Expr full_chunks = spatial / chunk;
     Expr tail_start = full_chunks * chunk;
 

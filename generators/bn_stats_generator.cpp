@@ -9,7 +9,7 @@
 
 namespace bnforge_gen {
 
-class BnStats : public Generator<BnStats> {
+class BnStats : public BnGenerator<BnStats> {
 public:
     GeneratorParam<Layout> layout{"layout", Layout::NCHW, kLayoutNames};
     GeneratorParam<Type> dtype{"dtype", Float(32)};
@@ -30,23 +30,26 @@ public:
         Expr d = xf(s, c, n) - shift(c);
         terms(s, c, n) = Tuple(d, d * d);
 
-        sums = channel_sums(terms, spatial, batch, layout);
+        sums = channel_sums(terms, spatial, batch, max_chunk(layout, manual_schedule()));
         Expr count = cast<double>(spatial) * cast<double>(batch);
         Tuple moments = channel_moments(shift(c), sums.total(c)[0], sums.total(c)[1], count);
         mean(c) = moments[0];
         m2(c) = moments[1];
 
         set_batch_estimates(*x, layout);
-        mean.set_estimates({{0, kEstC}});
-        m2.set_estimates({{0, kEstC}});
+        set_channel_estimates(mean);
+        set_channel_estimates(m2);
     }
 
     void schedule() {
         if (using_autoscheduler()) {
-            // Estimates above are all an autoscheduler needs.
+            // Estimates above are all an autoscheduler needs (plus leave to unroll, see bn_common.h).
+            permit_estimate_unrolls();
         } else if (get_target().has_gpu_feature()) {
             // GPU schedules come with the CUDA backend; no GPU library is built from this generator yet.
             no_gpu_schedule_yet("bn_stats");
+        } else if (has_saved_schedule()) {
+            apply_saved_schedule();
         } else {
             shift.compute_root();
             schedule_channel_sums_cpu(sums, layout, natural_vector_size<float>());

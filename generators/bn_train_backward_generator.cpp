@@ -12,7 +12,7 @@
 
 namespace bnforge_gen {
 
-class BnTrainBackward : public Generator<BnTrainBackward> {
+class BnTrainBackward : public BnGenerator<BnTrainBackward> {
 public:
     GeneratorParam<Layout> layout{"layout", Layout::NCHW, kLayoutNames};
     GeneratorParam<Type> dtype{"dtype", Float(32)};
@@ -47,7 +47,7 @@ public:
         Expr xmu_l = centred(cast<float>(at(*x, layout, s, c, n)), shift(c), offset(c));
         terms(s, c, n) = Tuple(gl, gl * xmu_l);
         Expr spatial = spatial_extent(*x, layout), batch = x->dim(2).extent();
-        sums = channel_sums(terms, spatial, batch, layout);
+        sums = channel_sums(terms, spatial, batch, max_chunk(layout, manual_schedule()));
         (*sum_dy)(ch) = sums.total(ch)[0];
         (*sum_dy_xmu)(ch) = sums.total(ch)[1];
 
@@ -68,17 +68,20 @@ public:
         set_batch_estimates(*dx, layout);
         if (daddend) set_batch_estimates(*daddend, layout);
         if (mask) set_mask_estimates(*mask, layout);
-        for (auto* p : {&shift, &offset}) p->set_estimates({{0, kEstC}});
-        for (auto* p : {&scale, &invstd}) p->set_estimates({{0, kEstC}});
-        sum_dy->set_estimates({{0, kEstC}});
-        sum_dy_xmu->set_estimates({{0, kEstC}});
+        for (auto* p : {&shift, &offset}) set_channel_estimates(*p);
+        for (auto* p : {&scale, &invstd}) set_channel_estimates(*p);
+        set_channel_estimates(*sum_dy);
+        set_channel_estimates(*sum_dy_xmu);
     }
 
     void schedule() {
         if (using_autoscheduler()) {
-            // Estimates above are all an autoscheduler needs.
+            // Estimates above are all an autoscheduler needs (plus leave to unroll, see bn_common.h).
+            permit_estimate_unrolls();
         } else if (get_target().has_gpu_feature()) {
             no_gpu_schedule_yet("bn_train_backward");
+        } else if (has_saved_schedule()) {
+            apply_saved_schedule();
         } else {
             const int vec = natural_vector_size<float>();
             const int line = 64 / dtype.value().bytes();

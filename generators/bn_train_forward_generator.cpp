@@ -11,7 +11,7 @@
 
 namespace bnforge_gen {
 
-class BnTrainForward : public Generator<BnTrainForward> {
+class BnTrainForward : public BnGenerator<BnTrainForward> {
 public:
     GeneratorParam<Layout> layout{"layout", Layout::NCHW, kLayoutNames};
     GeneratorParam<Type> dtype{"dtype", Float(32)};
@@ -44,7 +44,7 @@ public:
         Func terms("terms");
         Expr d = xf(s, c, n) - shift(c);
         terms(s, c, n) = Tuple(d, d * d);
-        sums = channel_sums(terms, spatial, batch, layout);
+        sums = channel_sums(terms, spatial, batch, max_chunk(layout, manual_schedule()));
         Expr count = cast<double>(spatial) * cast<double>(batch);
         moments(ch) = channel_moments(shift(ch), sums.total(ch)[0], sums.total(ch)[1], count);
         (*mean)(ch) = moments(ch)[0];
@@ -72,18 +72,21 @@ public:
         if (addend) set_batch_estimates(*addend, layout);
         set_batch_estimates(*y, layout);
         if (mask) set_mask_estimates(*mask, layout);
-        weight.set_estimates({{0, kEstC}});
-        bias.set_estimates({{0, kEstC}});
+        set_channel_estimates(weight);
+        set_channel_estimates(bias);
         eps.set_estimate(1e-5);
-        mean->set_estimates({{0, kEstC}});
-        m2->set_estimates({{0, kEstC}});
+        set_channel_estimates(*mean);
+        set_channel_estimates(*m2);
     }
 
     void schedule() {
         if (using_autoscheduler()) {
-            // Estimates above are all an autoscheduler needs.
+            // Estimates above are all an autoscheduler needs (plus leave to unroll, see bn_common.h).
+            permit_estimate_unrolls();
         } else if (get_target().has_gpu_feature()) {
             no_gpu_schedule_yet("bn_train_forward");
+        } else if (has_saved_schedule()) {
+            apply_saved_schedule();
         } else {
             const int vec = natural_vector_size<float>();
             const int line = 64 / dtype.value().bytes();

@@ -19,9 +19,10 @@ constexpr Device::Kind device_from_tag_cpu = Device::Kind::CPU;
 
 std::vector<KernelEntry> build_table() {
     std::vector<KernelEntry> table;
-#define BNFORGE_KERNEL(pipeline, device, dtype, layout, fusion, name)                                 \
+#define BNFORGE_KERNEL(pipeline, device, dtype, layout, fusion, schedule, name)                       \
     table.push_back({Pipeline::pipeline, device_from_tag_##device, dtype_from_tag_##dtype,            \
-                     layout_from_tag_##layout, Fusion::fusion, #name, &name##_argv, &name##_metadata});
+                     layout_from_tag_##layout, Fusion::fusion, #schedule, #name, &name##_argv,        \
+                     &name##_metadata});
 #include "kernel_registry.inc"
 #undef BNFORGE_KERNEL
     return table;
@@ -97,11 +98,20 @@ const std::vector<KernelEntry>& kernel_table() {
 }
 
 const KernelEntry& find_kernel(Pipeline pipeline, Device device, DType dtype, Layout layout, Fusion fusion) {
+    // The schedule selects among the CPU kernels; a variant missing from the
+    // selected set is an Error rather than a silent fall back to manual.
+    const std::string schedule = device.kind == Device::Kind::CPU ? selected_kernel_schedule() : "manual";
     for (const KernelEntry& k : kernel_table()) {
         if (k.pipeline == pipeline && k.device == device.kind && k.dtype == dtype && k.layout == layout &&
-            k.fusion == fusion) {
+            k.fusion == fusion && k.schedule == schedule) {
             return k;
         }
+    }
+    if (schedule != "manual") {
+        throw Error(std::string("no ") + to_string(pipeline) + " kernel was built with the " + schedule +
+                    " schedule for device " + device.str() + ", dtype " + bnforge::to_string(dtype) + ", layout " +
+                    bnforge::to_string(layout) + ", fusion " + to_string(fusion) +
+                    " (autoscheduled kernels are float32 only; set_kernel_schedule(\"manual\") for the others)");
     }
     throw Error(std::string("no ") + to_string(pipeline) + " kernel was built for device " + device.str() +
                 ", dtype " + bnforge::to_string(dtype) + ", layout " + bnforge::to_string(layout) +

@@ -2,7 +2,8 @@
 //
 // Every variant the build generated is listed in kernel_registry.inc (written
 // by cmake/BnforgeKernels.cmake); lookup is by (pipeline, device, dtype,
-// layout, fusion). Kernels are called through Halide's uniform argv entry
+// layout, fusion) and, for CPU kernels, the selected schedule
+// (set_kernel_schedule). Kernels are called through Halide's uniform argv entry
 // point with arguments matched by name against the kernel's own metadata, so
 // a mismatch between the runtime and a generator is an Error, not a crash.
 #pragma once
@@ -33,6 +34,7 @@ struct KernelEntry {
     DType dtype;
     Layout layout;
     Fusion fusion;
+    const char* schedule;  // "manual", or the autoscheduler that built it: "adams2019", ...
     const char* name;
     int (*argv_fn)(void**);
     const halide_filter_metadata_t* (*metadata_fn)();
@@ -41,6 +43,8 @@ struct KernelEntry {
 
 const std::vector<KernelEntry>& kernel_table();
 const KernelEntry& find_kernel(Pipeline, Device, DType, Layout, Fusion);
+// The schedule whose CPU kernels find_kernel returns (runtime_info.cpp).
+const std::string& selected_kernel_schedule();
 
 // A batch tensor as the generators see it: 3-D in memory order, (s, c, n)
 // for the NCHW kernels and (c, s, n) for the NHWC kernels.

@@ -4,6 +4,8 @@
 #include "kernels.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cctype>
 #include <cstdlib>
 #include <thread>
 
@@ -11,7 +13,49 @@ namespace bnforge {
 
 namespace {
 int g_threads = 0;  // 0: Halide's default (one per core, or HL_NUM_THREADS)
+
+// "manual" first, then each schedule the registry has, in registry order.
+const std::vector<std::string>& schedule_names() {
+    static const std::vector<std::string> names = [] {
+        std::vector<std::string> out{"manual"};
+        for (const auto& k : detail::kernel_table()) {
+            if (std::find(out.begin(), out.end(), k.schedule) == out.end()) out.push_back(k.schedule);
+        }
+        return out;
+    }();
+    return names;
 }
+
+int schedule_index(const std::string& requested, const char* where) {
+    std::string name = requested;
+    std::transform(name.begin(), name.end(), name.begin(), [](unsigned char ch) { return std::tolower(ch); });
+    const auto& known = schedule_names();
+    const auto it = std::find(known.begin(), known.end(), name);
+    if (it != known.end()) return static_cast<int>(it - known.begin());
+    std::string list;
+    for (const auto& s : known) list += (list.empty() ? "" : ", ") + s;
+    throw Error(std::string(where) + ": unknown kernel schedule '" + requested + "'; this build has " + list +
+                " (autoschedulers come from the CMake option BNFORGE_AUTOSCHEDULERS)");
+}
+
+// Index into schedule_names() of the selected schedule; -1 until first used,
+// when BNFORGE_KERNEL_SCHEDULE (if set) or "manual" fills it in.
+std::atomic<int> g_schedule{-1};
+
+int selected_index() {
+    int index = g_schedule.load();
+    if (index >= 0) return index;
+    const char* env = std::getenv("BNFORGE_KERNEL_SCHEDULE");
+    const int initial = env && *env ? schedule_index(env, "BNFORGE_KERNEL_SCHEDULE") : 0;
+    g_schedule.compare_exchange_strong(index, initial);  // a concurrent set_kernel_schedule wins
+    return g_schedule.load();
+}
+
+}  // namespace
+
+namespace detail {
+const std::string& selected_kernel_schedule() { return schedule_names()[selected_index()]; }
+}  // namespace detail
 
 int set_num_threads(int threads) {
     BNF_CHECK(threads >= 0, "set_num_threads: expected threads >= 0 (0 = one per core), got " << threads);
@@ -34,9 +78,17 @@ std::vector<KernelVariant> kernel_variants() {
     std::vector<KernelVariant> out;
     for (const auto& k : detail::kernel_table()) {
         out.push_back({k.name, detail::to_string(k.pipeline), Device{k.device, 0}, k.dtype, k.layout,
-                       detail::to_string(k.fusion), k.target()});
+                       detail::to_string(k.fusion), k.schedule, k.target()});
     }
     return out;
 }
+
+void set_kernel_schedule(const std::string& schedule) {
+    g_schedule.store(schedule_index(schedule, "set_kernel_schedule"));
+}
+
+std::string kernel_schedule() { return detail::selected_kernel_schedule(); }
+
+std::vector<std::string> kernel_schedules() { return schedule_names(); }
 
 }  // namespace bnforge

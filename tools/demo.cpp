@@ -184,15 +184,24 @@ int main(int argc, char** argv) {
     try {
         if (argc == 3 && std::strcmp(argv[1], "--write-state") == 0) return write_state(argv[2]);
         std::printf("bnforge demo: batch norm compiled ahead of time by Halide\n");
+        size_t manual = 0, autoscheduled = 0;
         for (const auto& k : kernel_variants()) {
-            if (k.pipeline == "apply" && k.dtype == DType::Float32 && k.layout == Layout::NCHW && k.fusion == "none") {
+            (k.schedule == "manual" ? manual : autoscheduled)++;
+            if (k.pipeline == "apply" && k.dtype == DType::Float32 && k.layout == Layout::NCHW && k.fusion == "none" &&
+                k.schedule == "manual") {
                 std::printf("kernel variant for float32 NCHW apply: %s\n  Halide target (base): %s\n", k.name.c_str(),
                             k.target.c_str());
             }
         }
         std::printf("%zu kernel variants built (4 pipelines x dtypes x layouts x fusions), each a fat library for:\n",
-                    kernel_variants().size());
+                    manual);
         for (const auto& t : cpu_targets()) std::printf("  %s\n", t.c_str());
+        if (autoscheduled) {
+            std::printf("and %zu float32 variants by Halide's autoschedulers (bnforge::set_kernel_schedule):", autoscheduled);
+            for (const auto& s : kernel_schedules())
+                if (s != "manual") std::printf(" %s", s.c_str());
+            std::printf("\n");
+        }
         train(BatchNormOptions::pytorch(C), "PyTorch BatchNorm2d");
         if (const auto level = last_cpu_level()) {
             std::printf("\nHalide's runtime dispatch chose the %s variants on this CPU%s\n", to_string(*level),

@@ -1,0 +1,131 @@
+// Kernel schedules: the manual set, the autoscheduled sets the runtime can
+// select (a tuning aid), and a fat library built from a saved schedule.
+//
+// ctest also runs the reference suites once per autoscheduled set
+// (autoschedule.<name>, with BNFORGE_KERNEL_SCHEDULE=<name>), and the
+// saved-schedule test once per CPU level (cpu_level.<level>).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "bnk_test_saved_stats_nchw.h"
+#include "check.h"
+#include "kernels.h"
+#include "test_util.h"
+
+using namespace bnforge;
+using namespace testutil;
+
+namespace {
+
+// Restores the process-wide schedule when a test that changes it ends.
+class KeepSchedule {
+public:
+    KeepSchedule() : saved_(kernel_schedule()) {}
+    ~KeepSchedule() { set_kernel_schedule(saved_); }
+
+private:
+    std::string saved_;
+};
+
+TEST(KernelSchedule, ManualFirstThenEachAutoschedulerWithTheFullFloat32Set) {
+    const auto schedules = kernel_schedules();
+    ASSERT_FALSE(schedules.empty());
+    EXPECT_EQ(schedules.front(), "manual");
+    const auto variants = kernel_variants();
+    auto count = [&](const std::string& schedule) {
+        return std::count_if(variants.begin(), variants.end(), [&](const KernelVariant& v) {
+            return v.schedule == schedule && v.dtype == DType::Float32;
+        });
+    };
+    for (const auto& v : variants) {
+        EXPECT_NE(std::find(schedules.begin(), schedules.end(), v.schedule), schedules.end()) << v.name;
+        if (v.schedule != "manual") {
+            EXPECT_EQ(v.dtype, DType::Float32) << v.name;
+            EXPECT_EQ(v.name.substr(v.name.size() - v.schedule.size()), v.schedule) << v.name;
+        }
+    }
+    // Every autoscheduler built every float32 kernel the manual set has.
+    for (const auto& s : schedules) EXPECT_EQ(count(s), count("manual")) << s;
+}
+
+TEST(KernelSchedule, UnknownScheduleIsAnErrorNamingTheAvailableOnes) {
+    KeepSchedule keep;
+    const std::string before = kernel_schedule();
+    for (const auto& s : kernel_schedules()) EXPECT_ERROR_CONTAINS(set_kernel_schedule("nope"), s);
+    EXPECT_ERROR_CONTAINS(set_kernel_schedule("nope"), "unknown kernel schedule 'nope'");
+    EXPECT_EQ(kernel_schedule(), before);  // unchanged
+}
+
+TEST(KernelSchedule, EachSetRunsItsOwnKernelsAndHasNoFallback) {
+    KeepSchedule keep;
+    std::mt19937 rng(5);
+    const std::vector<int64_t> shape{3, 4, 5, 6};
+    const auto x = random_batch(rng, ref_shape(shape));
+    const auto expect = ref::forward(x, ref_shape(shape), std::vector<double>(4, 1), std::vector<double>(4, 0), true,
+                                     {}, {}, 1e-5);
+    for (const auto& s : kernel_schedules()) {
+        set_kernel_schedule(s);
+        EXPECT_EQ(kernel_schedule(), s);
+        const auto& kernel = detail::find_kernel(detail::Pipeline::apply, Device::cpu(), DType::Float32, Layout::NCHW,
+                                                 detail::Fusion::none);
+        EXPECT_EQ(kernel.schedule, s);
+        BatchNorm2d bn(BatchNormOptions::pytorch(4));
+        EXPECT_LE(ref::rel_error(values(bn.forward(tensor_from(x, shape))), expect.y), 1e-5) << s;
+        if (s != "manual") {
+            // bfloat16 was not autoscheduled: an Error, never the manual kernel in disguise.
+            const Tensor xb = tensor_from(x, shape, DType::BFloat16);
+            EXPECT_ERROR_CONTAINS(functional::batch_moments(xb), "kernel was built with the " + s + " schedule");
+            EXPECT_ERROR_CONTAINS(functional::batch_moments(xb), "float32 only");
+        }
+    }
+    set_kernel_schedule("Manual");  // names are case-insensitive
+    EXPECT_EQ(kernel_schedule(), "manual");
+}
+
+TEST(KernelSchedule, EnvironmentSelectsTheInitialSet) {
+    const char* env = std::getenv("BNFORGE_KERNEL_SCHEDULE");
+    if (!env) GTEST_SKIP() << "runs under ctest with BNFORGE_KERNEL_SCHEDULE set (autoschedule.*)";
+    EXPECT_EQ(kernel_schedule(), env);
+    const auto& kernel = detail::find_kernel(detail::Pipeline::stats, Device::cpu(), DType::Float32, Layout::NHWC,
+                                             detail::Fusion::none);
+    EXPECT_EQ(kernel.schedule, std::string(env));
+}
+
+// bnk_test_saved_stats_nchw: bn_stats (float32, NCHW) built for every CPU
+// target from the saved schedule tests/schedules/bnk_test_saved_stats_nchw.schedule.h
+// (an Adams2019 schedule written by bnforge tune), so the build's
+// saved-schedule path runs, at every level, against the reference. The
+// shapes are smaller than the schedule's tiles and longer than a chunk.
+TEST(SavedSchedule, FatStatsKernelFromASavedScheduleMatchesTheReference) {
+    const detail::KernelEntry kernel{detail::Pipeline::stats,
+                                     Device::Kind::CPU,
+                                     DType::Float32,
+                                     Layout::NCHW,
+                                     detail::Fusion::none,
+                                     "saved",
+                                     "bnk_test_saved_stats_nchw",
+                                     &bnk_test_saved_stats_nchw_argv,
+                                     &bnk_test_saved_stats_nchw_metadata};
+    std::mt19937 rng(9);
+    for (const std::vector<int64_t>& shape : std::vector<std::vector<int64_t>>{{2, 3, 5, 7}, {1, 3, 67, 71},
+                                                                               {17, 37, 9, 11}}) {
+        const ref::Shape sh = ref_shape(shape);
+        const auto x = random_batch(rng, sh);
+        const Tensor xt = tensor_from(x, shape);
+        detail::BatchView view;
+        detail::make_batch_view(view, xt, Layout::NCHW, "x");
+        std::vector<double> mean(sh.c), m2(sh.c);
+        detail::ChannelBuffer mean_b(mean.data(), sh.c), m2_b(m2.data(), sh.c);
+        detail::invoke(kernel, {{"x", &view.buf}, {"mean", &mean_b.buf}, {"m2", &m2_b.buf}});
+        const auto expect = ref::forward(x, sh, std::vector<double>(sh.c, 1), std::vector<double>(sh.c, 0), true, {},
+                                         {}, 1e-5);
+        std::vector<double> var(sh.c);
+        for (int64_t c = 0; c < sh.c; c++) var[c] = m2[c] / static_cast<double>(sh.n * sh.s - 1);
+        EXPECT_LE(ref::rel_error(mean, expect.batch_mean), 1e-6) << detail::format_shape(shape);
+        EXPECT_LE(ref::rel_error(var, expect.batch_var_unbiased), 1e-6) << detail::format_shape(shape);
+    }
+}
+
+}  // namespace
