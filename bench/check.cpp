@@ -75,7 +75,11 @@ std::string check_outputs(const CaseSpec& spec, const CaseData& data, const Outp
     const Shape& s = spec.shape;
     const bool bf16 = spec.dtype != bnforge::DType::Float32;
     // Outputs are rounded to the dtype; statistics are accumulated wider by everyone.
-    const double tol = bf16 ? 1e-2 : 1e-5, stat_tol = bf16 ? 1e-4 : 1e-5;
+    // The bound catches a wrong setup (wrong formula, layout or statistics give
+    // errors of order 1), not the last digits: PyTorch and oneDNN accumulate in
+    // float32 and reach 2e-5 at 400k values per channel. bnforge's own 1e-5
+    // contract is tested in tests/, not here.
+    const double tol = bf16 ? 1e-2 : 1e-4, stat_tol = bf16 ? 1e-3 : 1e-4;
     const View x(data.x[0]), dy(data.dy[0]), addend(data.addend[0]);
     const auto w = channel_vector(data.weight), b = channel_vector(data.bias);
     const double m = static_cast<double>(s.n * s.h * s.w);
