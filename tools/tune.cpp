@@ -22,9 +22,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <iostream>
 #include <map>
-#include <memory>
 #include <optional>
 #include <random>
 #include <sstream>
