@@ -256,6 +256,15 @@ inline void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec,
             Func lanes = f.update().rfactor(ri, u);
             lanes.compute_at(f, cs.k).vectorize(u);
             lanes.update().vectorize(u);
+            // The lanes' horizontal sum in two steps (4 vector adds of 8 lanes,
+            // then 8 scalar adds) rather than a chain of 2·vec scalar adds: at
+            // short rows (7x7, 14x14) that chain cost as much as the loads.
+            RVar qo("qo"), qi("qi");
+            Var v("v");
+            f.update().split(ri, qo, qi, 8);
+            Func eighths = f.update().rfactor(qi, v);
+            eighths.compute_at(f, cs.k).vectorize(v);
+            eighths.update().vectorize(v);
             if (root) f.update().parallel(cs.n);
         } else {
             // Channels innermost in the chunk-sum buffer too, so its vectors are dense.
@@ -298,62 +307,36 @@ inline Var schedule_rows_cpu(Func f, const Var& d0, const Var& d1, const Var& n,
     return rows;
 }
 
-// CPU schedule of a fused pipeline's elementwise output `f` (memory order d0,
-// d1, n): one parallel task per channel block — one channel (its N·S slab) for
-// NCHW, a cache line's worth of channels for NHWC — with the batch and spatial
-// loops inside. Whatever is computed at the returned loop sees one block,
-// which the runtime only sends here when the block's slab fits in L2: the
+// CPU schedule of a one-pass pipeline's elementwise output `f` (NCHW, memory
+// order d0, d1, n): one parallel task per channel, its batch and spatial
+// loops inside. Whatever is computed at level() sees one channel, which the
+// runtime only sends here when the channel's N·S slab fits in L2: the
 // statistics read it from memory, the outputs re-read it from cache.
-// Sibling outputs join the same loop with fuse_with_channel_blocks.
-struct ChannelBlocks {
-    Layout layout;
-    Func func;   // the output whose loop nest the others join
-    Var block;   // its per-block loop: d1 (NCHW) or the outer split of d0 (NHWC)
-    Var row;     // its innermost loop outside the vectors: n (NCHW) or d1 (NHWC)
-    int width;   // channels per block
-    LoopLevel level() const { return LoopLevel(func, block); }
-    LoopLevel row_level() const { return LoopLevel(func, row); }
+// Sibling outputs join the same loops with fuse_with_channels.
+struct ChannelLoop {
+    Func func;  // the output whose loop nest the others join
+    LoopLevel level() const { return LoopLevel(func, Var("d1")); }
+    LoopLevel row_level() const { return LoopLevel(func, Var("n")); }
 };
 
-inline ChannelBlocks schedule_channel_blocks_cpu(Func f, Layout layout, const Var& d0, const Var& d1, const Var& n,
-                                                 int vec, int line_elements) {
-    if (layout == Layout::NCHW) {
-        f.reorder(d0, n, d1).parallel(d1).vectorize(d0, vec, TailStrategy::GuardWithIf);
-        return {layout, f, d1, n, 1};
-    }
-    Var block("block"), lane("lane");
-    const int width = std::max(vec, line_elements);
-    f.split(d0, block, lane, width, TailStrategy::GuardWithIf)
-        .reorder(lane, d1, n, block)
-        .parallel(block)
-        .vectorize(lane, vec, TailStrategy::GuardWithIf);
-    return {layout, f, block, d1, width};
+inline ChannelLoop schedule_channels_cpu(Func f, Layout layout, const Var& d0, const Var& d1, const Var& n, int vec) {
+    // (Halide's prefetch directive emits prefetchnta, which leaves the next
+    // channel in L1 only: measured 2x slower, so the phases are not overlapped.)
+    if (layout != Layout::NCHW) throw CompileError("one-pass kernels are built for NCHW only (see one_pass.h)");
+    f.reorder(d0, n, d1).parallel(d1).vectorize(d0, vec, TailStrategy::GuardWithIf);
+    return {f};
 }
 
-// Puts `g` — another output over (d0, d1, n), or a per-channel output over the
-// channel Var alone — in the loop nest of `blocks`: per-channel outputs once
-// per block, batch outputs row by row beside the main output, so a value both
-// need (e.g. the pre-activation) can be computed once per row. Halide matches
-// fused loops by name, which is why per-channel outputs are defined over the
-// same Var as the channel dimension of the batch outputs. `per_element` > 1
-// when one element of g covers several channels (the ReLU bitmask: 8).
-inline void fuse_with_channel_blocks(Func g, const ChannelBlocks& blocks, const Var& d0, const Var& d1, const Var& n,
-                                     int vec, int per_element = 1) {
+// Puts `g` — another output over (d0, d1, n), or a per-channel output over
+// d1 alone — in the loop nest of `channels`: per-channel outputs once per
+// channel, batch outputs row by row beside the main output, so a value both
+// need (the pre-activation) is computed once per row. Halide matches fused
+// loops by name, which is why per-channel outputs are defined over d1 too.
+inline void fuse_with_channels(Func g, const ChannelLoop& channels, const Var& d0, const Var& d1, const Var& n,
+                               int vec) {
     const bool per_channel = g.dimensions() == 1;
-    if (blocks.layout == Layout::NCHW) {
-        if (!per_channel) g.reorder(d0, n, d1).vectorize(d0, vec, TailStrategy::GuardWithIf);
-        g.parallel(d1);
-    } else {
-        Var lane("lane");
-        g.split(d0, blocks.block, lane, std::max(1, blocks.width / per_element), TailStrategy::GuardWithIf);
-        if (per_channel) {
-            g.parallel(blocks.block);
-        } else {
-            g.reorder(lane, d1, n, blocks.block).parallel(blocks.block);
-            if (per_element == 1) g.vectorize(lane, vec, TailStrategy::GuardWithIf);
-        }
-    }
-    g.compute_with(blocks.func, per_channel ? blocks.block : blocks.row);
+    if (!per_channel) g.reorder(d0, n, d1).vectorize(d0, vec, TailStrategy::GuardWithIf);
+    g.parallel(d1).compute_with(channels.func, per_channel ? d1 : n);
 }
 
 }  // namespace bnforge_gen

@@ -84,13 +84,12 @@ public:
             apply_saved_schedule();
         } else {
             const int vec = natural_vector_size<float>();
-            const int line = 64 / dtype.value().bytes();
-            ChannelBlocks blocks = schedule_channel_blocks_cpu(*dx, layout, d0, d1, n, vec, line);
-            if (daddend) fuse_with_channel_blocks(*daddend, blocks, d0, d1, n, vec);
-            fuse_with_channel_blocks(*sum_dy, blocks, d0, d1, n, vec);
-            fuse_with_channel_blocks(*sum_dy_xmu, blocks, d0, d1, n, vec);
-            schedule_channel_sums_cpu(sums, layout, vec, blocks.level());
-            coefficients.compute_at(blocks.level());
+            ChannelLoop channels = schedule_channels_cpu(*dx, layout, d0, d1, n, vec);
+            if (daddend) fuse_with_channels(*daddend, channels, d0, d1, n, vec);
+            fuse_with_channels(*sum_dy, channels, d0, d1, n, vec);
+            fuse_with_channels(*sum_dy_xmu, channels, d0, d1, n, vec);
+            schedule_channel_sums_cpu(sums, layout, vec, channels.level());
+            coefficients.compute_at(channels.level());
         }
     }
 

@@ -89,19 +89,18 @@ public:
             apply_saved_schedule();
         } else {
             const int vec = natural_vector_size<float>();
-            const int line = 64 / dtype.value().bytes();
-            ChannelBlocks blocks = schedule_channel_blocks_cpu(*y, layout, d0, d1, n, vec, line);
+            ChannelLoop channels = schedule_channels_cpu(*y, layout, d0, d1, n, vec);
             if (mask) {
                 // Each mask byte reads 8 pre-activations: compute a row of them once, for y and the mask.
-                fuse_with_channel_blocks(*mask, blocks, d0, d1, n, vec, 8);
-                pre.compute_at(blocks.row_level()).vectorize(d0, vec, TailStrategy::GuardWithIf);
+                fuse_with_channels(*mask, channels, d0, d1, n, vec);
+                pre.compute_at(channels.row_level()).vectorize(d0, vec, TailStrategy::GuardWithIf);
             }
-            fuse_with_channel_blocks(*mean, blocks, d0, d1, n, vec);
-            fuse_with_channel_blocks(*m2, blocks, d0, d1, n, vec);
-            shift.compute_at(blocks.level());
-            schedule_channel_sums_cpu(sums, layout, vec, blocks.level());
-            moments.compute_at(blocks.level());
-            coefficients.compute_at(blocks.level());
+            fuse_with_channels(*mean, channels, d0, d1, n, vec);
+            fuse_with_channels(*m2, channels, d0, d1, n, vec);
+            shift.compute_at(channels.level());
+            schedule_channel_sums_cpu(sums, layout, vec, channels.level());
+            moments.compute_at(channels.level());
+            coefficients.compute_at(channels.level());
         }
     }
 

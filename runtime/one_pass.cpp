@@ -12,8 +12,6 @@ namespace bnforge {
 
 namespace {
 
-constexpr size_t kCacheLine = 64;
-
 // Half of L2 leaves room for the outputs streaming through it and for the
 // prefetchers running ahead into the next slab.
 size_t default_limit() {
@@ -44,19 +42,22 @@ size_t one_pass_limit() {
 namespace detail {
 
 bool one_pass_fits(const BatchView& x, int tensors) {
+    // NCHW only (the only layout the one-pass kernels are built for): an NHWC
+    // block walks one cache line per position, N·S strided lines, which the
+    // prefetchers do not follow; its two passes over contiguous rows are faster.
+    if (x.kernel_layout != Layout::NCHW) return false;
     const halide_buffer_t& b = x.buf;
-    const size_t elem = b.type.bytes();
-    const int64_t channels = b.dim[x.kernel_layout == Layout::NCHW ? 1 : 0].extent;
-    const int64_t positions = int64_t{b.dim[x.kernel_layout == Layout::NCHW ? 0 : 1].extent} * b.dim[2].extent;
-    // A block's slab: N·S values of one channel (NCHW), or N·S cache lines of
-    // channels (NHWC: lines are what memory moves, however few channels they hold).
-    const bool nchw = x.kernel_layout == Layout::NCHW;
-    const size_t row = nchw ? elem : std::min<size_t>(kCacheLine, static_cast<size_t>(channels) * elem);
-    const size_t slab = static_cast<size_t>(positions) * row * static_cast<size_t>(tensors);
-    const int64_t block_channels = nchw ? 1 : static_cast<int64_t>(kCacheLine / elem);
-    const int64_t blocks = (channels + block_channels - 1) / block_channels;
+    // Below this row length the per-channel work (statistics set-up, the
+    // float64 combine, a vector tail per row) costs more than the second
+    // read of x saves: 14x14 and 7x7 measured slower in one pass, 28x28 even
+    // (bench/analysis.md).
+    constexpr int kMinRow = 256;
+    if (b.dim[0].extent < kMinRow) return false;
+    const int64_t channels = b.dim[1].extent;
+    const int64_t positions = int64_t{b.dim[0].extent} * b.dim[2].extent;
+    const size_t slab = static_cast<size_t>(positions) * b.type.bytes() * static_cast<size_t>(tensors);
     const int64_t threads = std::max(1, num_threads());
-    return slab <= one_pass_limit() && blocks >= 2 * threads;
+    return slab <= one_pass_limit() && channels >= 2 * threads;
 }
 
 }  // namespace detail

@@ -39,10 +39,10 @@ namespace fs = std::filesystem;
 
 // The kernel families as CMake declares them (generators/CMakeLists.txt).
 struct Family {
-    std::string pipeline, generator, fusion, params;  // params: "name=value ..."
+    std::string pipeline, generator, layouts, fusion, params;  // layouts: "nchw nhwc"; params: "name=value ..."
 };
 const std::vector<Family> kFamilies = {
-#define BNFORGE_FAMILY(pipeline, generator, fusion, params) {#pipeline, #generator, #fusion, params},
+#define BNFORGE_FAMILY(pipeline, generator, layouts, fusion, params) {#pipeline, #generator, layouts, #fusion, params},
 #include "kernel_families.inc"
 #undef BNFORGE_FAMILY
 };
@@ -200,6 +200,7 @@ std::vector<Case> select_cases(const Options& o) {
         if (o.fusion != "all" && f.fusion != o.fusion) continue;
         for (const std::string layout : {"nchw", "nhwc"}) {
             if (o.layout != "all" && layout != o.layout) continue;
+            if (f.layouts.find(layout) == std::string::npos) continue;  // the build has no such kernel
             // The AOT library naming of cmake/BnforgeKernels.cmake.
             const std::string library =
                 "bnk_" + f.pipeline + "_cpu_" + kDtypeTags.at(o.dtype) + "_" + layout + "_" + f.fusion;
