@@ -2,20 +2,28 @@
 
 #include <bnforge/runtime.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <unistd.h>
 
 namespace bnforge {
 
 namespace {
 
 constexpr size_t kMinCachedBytes = size_t{1} << 20;  // below this, malloc reuses memory well by itself
-constexpr size_t kDefaultLimit = size_t{1} << 30;
+// An eighth of physical memory, at least 1 GiB: enough for the outputs of one
+// batch-norm layer at batch 256 (a backward's dx and d_addend at 822 MB each).
+size_t default_limit() {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    const size_t physical = pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) : 0;
+    return std::max(size_t{1} << 30, physical / 8);
+}
 
 size_t initial_limit() {
     if (const char* env = std::getenv("BNFORGE_HOST_CACHE_BYTES")) return std::strtoull(env, nullptr, 10);
-    return kDefaultLimit;
+    return default_limit();
 }
 
 struct Cache {

@@ -33,7 +33,9 @@ TEST(CpuLevel, DispatchRunsTheRequestedLevel) {
 TEST(CpuLevel, TargetsListedBestFirst) {
     const auto targets = cpu_targets();
     ASSERT_FALSE(targets.empty());
-    if (targets.size() > 1) EXPECT_EQ(targets.back(), "x86-64-linux");
+    if (targets.size() > 1) {
+        EXPECT_EQ(targets.back(), "x86-64-linux");
+    }
     EXPECT_GE(static_cast<int>(best_cpu_level()), static_cast<int>(CpuLevel::Baseline));
 }
 

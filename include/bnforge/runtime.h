@@ -71,7 +71,8 @@ std::vector<std::string> cpu_targets();
 // Host blocks of 1 MiB and more that tensors release are kept, up to this many
 // bytes, and reused for the next tensor of exactly the same size: a training
 // loop then stops paying the page faults of fresh mappings on every step.
-// Default 1 GiB; BNFORGE_HOST_CACHE_BYTES=<bytes> sets it for a process, 0 disables.
+// Default: an eighth of physical memory, at least 1 GiB; BNFORGE_HOST_CACHE_BYTES=<bytes>
+// sets it for a process, 0 disables.
 void set_host_cache_limit(size_t bytes);
 size_t host_cache_limit();
 void empty_host_cache();  // frees every cached block
