@@ -79,10 +79,15 @@ std::string check_outputs(const CaseSpec& spec, const CaseData& data, const Outp
     // errors of order 1), not the last digits: PyTorch and oneDNN accumulate in
     // float32 and reach 2e-5 at 400k values per channel. bnforge's own 1e-5
     // contract is tested in tests/, not here.
-    const double tol = bf16 ? 1e-2 : 1e-4, stat_tol = bf16 ? 1e-3 : 1e-4;
+    // Past a million values per channel (the 822 MB case: 3.2M) their float32
+    // running sums drift to 1e-3 in the variance, so the float32 bounds widen
+    // there; still far below what a wrong setup gives.
+    const double m = static_cast<double>(s.n * s.h * s.w);
+    const bool long_sums = m > 1e6;
+    const double tol = bf16 ? 1e-2 : long_sums ? 2e-3 : 1e-4;
+    const double stat_tol = bf16 ? 1e-3 : long_sums ? 2e-3 : 1e-4;
     const View x(data.x[0]), dy(data.dy[0]), addend(data.addend[0]);
     const auto w = channel_vector(data.weight), b = channel_vector(data.bias);
-    const double m = static_cast<double>(s.n * s.h * s.w);
     std::ostringstream problems;
     auto expect = [&](const char* what, double err, double limit) {
         if (!(err <= limit)) problems << what << " rel. error " << err << " > " << limit << "; ";
@@ -133,7 +138,9 @@ std::string check_outputs(const CaseSpec& spec, const CaseData& data, const Outp
         // anywhere else it is an error.
         const bool impl_gate = spec.op == Op::fused_backward && out.daddend.defined();
         const View gate(impl_gate ? out.daddend : out.dx);
-        const double gate_slack = bf16 ? 5e-2 : 1e-4;  // absolute: pre-activations are O(1) here
+        // Absolute (pre-activations are O(1) here): an output's rounding, or the
+        // statistics' drift where the sums are long.
+        const double gate_slack = bf16 ? 5e-2 : long_sums ? 1e-2 : 1e-4;
         int64_t bad_flips = 0;
         auto g = [&](int64_t n, int64_t c, int64_t h, int64_t ww) {
             if (!fused) return dy(n, c, h, ww);

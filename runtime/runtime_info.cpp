@@ -60,8 +60,14 @@ const std::string& selected_kernel_schedule() { return schedule_names()[selected
 int set_num_threads(int threads) {
     BNF_CHECK(threads >= 0, "set_num_threads: expected threads >= 0 (0 = one per core), got " << threads);
     const int previous = g_threads;
-    halide_set_num_threads(threads);
+    // Halide's pool only ever grows: halide_set_num_threads caps the workers it
+    // spawns, but workers already spawned keep taking tasks (a 1-thread run
+    // measured exactly as fast as a 2-thread one). Fewer threads than before
+    // therefore means a fresh pool, respawned at the next parallel kernel.
+    const int before = num_threads();
     g_threads = threads;
+    if (num_threads() < before) halide_shutdown_thread_pool();
+    halide_set_num_threads(threads);
     return previous;
 }
 

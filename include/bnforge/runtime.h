@@ -10,6 +10,7 @@
 namespace bnforge {
 
 // Threads the CPU kernels use (Halide's thread pool); returns the previous value.
+// Lowering it restarts the pool, so call it between kernels, not during one.
 int set_num_threads(int threads);
 // The threads the kernels use now (resolving 0 to Halide's default).
 int num_threads();
