@@ -11,30 +11,10 @@ using functional::Activation;
 
 namespace {
 
-struct Case {
-    std::vector<int64_t> shape;
-    DType dtype;
-    Layout layout;
-    Activation activation;
-    bool addend;
-    bool training;
-};
-
-std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-    const Case& c = info.param;
-    std::string s;
-    for (auto d : c.shape) s += std::to_string(d) + "x";
-    s.pop_back();
-    s += std::string("_") + to_string(c.dtype) + "_" + to_string(c.layout);
-    s += c.activation == Activation::Relu ? (c.addend ? "_addrelu" : "_relu") : "";
-    s += c.training ? "_train" : "_eval";
-    return s;
-}
-
-class FunctionalVsReference : public ::testing::TestWithParam<Case> {};
+class FunctionalVsReference : public ::testing::TestWithParam<VariantCase> {};
 
 TEST_P(FunctionalVsReference, ForwardAndBackward) {
-    const Case& tc = GetParam();
+    const VariantCase& tc = GetParam();
     std::mt19937 rng(1234 + tc.shape[1] * 7 + static_cast<int>(tc.dtype));
     const ref::Shape sh = ref_shape(tc.shape);
     const bool relu = tc.activation == Activation::Relu;
@@ -77,7 +57,7 @@ TEST_P(FunctionalVsReference, ForwardAndBackward) {
     }
 }
 
-std::vector<Case> all_cases() {
+std::vector<VariantCase> all_cases() {
     const std::vector<std::vector<int64_t>> shapes = {
         {2, 3, 5, 7},     // odd spatial
         {3, 1, 4, 4},     // C = 1
@@ -87,7 +67,7 @@ std::vector<Case> all_cases() {
         {2, 20, 5, 37},   // C not a multiple of any vector width, long odd rows
         {1, 3, 67, 71},   // S > the 4096-element chunk, N = 1
     };
-    std::vector<Case> cases;
+    std::vector<VariantCase> cases;
     for (const auto& shape : shapes)
         for (DType dt : {DType::Float32, DType::Float16, DType::BFloat16})
             for (Layout l : {Layout::NCHW, Layout::NHWC})
@@ -100,7 +80,7 @@ std::vector<Case> all_cases() {
     return cases;
 }
 
-INSTANTIATE_TEST_SUITE_P(AllVariants, FunctionalVsReference, ::testing::ValuesIn(all_cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(AllVariants, FunctionalVsReference, ::testing::ValuesIn(all_cases()), variant_name);
 
 TEST(Moments, ChanMergeIsExactForUnevenSplits) {
     std::mt19937 rng(7);

@@ -20,24 +20,6 @@ using functional::Activation;
 
 namespace {
 
-struct Case {
-    std::vector<int64_t> shape;
-    DType dtype;
-    Layout layout;
-    Activation activation;
-    bool addend;
-};
-
-std::string case_name(const ::testing::TestParamInfo<Case>& info) {
-    const Case& c = info.param;
-    std::string s;
-    for (auto d : c.shape) s += std::to_string(d) + "x";
-    s.pop_back();
-    s += std::string("_") + to_string(c.dtype) + "_" + to_string(c.layout);
-    s += c.activation == Activation::Relu ? (c.addend ? "_addrelu" : "_relu") : "";
-    return s;
-}
-
 struct Route {
     functional::BatchNormForward fwd;
     functional::BatchNormBackward bwd;
@@ -48,7 +30,7 @@ bool same_bytes(const Tensor& a, const Tensor& b) {
     return a.nbytes() == b.nbytes() && std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0;
 }
 
-class OnePass : public ::testing::TestWithParam<Case> {
+class OnePass : public ::testing::TestWithParam<VariantCase> {
 protected:
     // One thread, so even a few channels count as enough parallel work.
     void SetUp() override { previous_threads_ = set_num_threads(1); }
@@ -60,7 +42,7 @@ protected:
 };
 
 TEST_P(OnePass, MatchesTwoPass) {
-    const Case& tc = GetParam();
+    const VariantCase& tc = GetParam();
     std::mt19937 rng(99 + tc.shape[1]);
     const ref::Shape sh = ref_shape(tc.shape);
     const Tensor x = tensor_from(rounded(random_batch(rng, sh), tc.shape, tc.dtype), tc.shape, tc.dtype, tc.layout);
@@ -106,8 +88,8 @@ TEST_P(OnePass, MatchesTwoPass) {
     }
 }
 
-std::vector<Case> cases() {
-    std::vector<Case> out;
+std::vector<VariantCase> cases() {
+    std::vector<VariantCase> out;
     const std::vector<std::vector<int64_t>> shapes = {
         {3, 5, 16, 16},   // the shortest rows that take one pass (256)
         {2, 6, 47, 50},   // rows longer than one accumulation chunk (2048), with a tail
@@ -123,6 +105,6 @@ std::vector<Case> cases() {
     return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, OnePass, ::testing::ValuesIn(cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(Variants, OnePass, ::testing::ValuesIn(cases()), variant_name);
 
 }  // namespace

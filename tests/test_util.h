@@ -1,10 +1,12 @@
 // Helpers shared by the tests: random tensors, poisoning, conversions.
 #pragma once
 #include <bnforge/bnforge.h>
+#include <gtest/gtest.h>
 
 #include <cmath>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "reference.h"
@@ -90,6 +92,29 @@ inline double dtype_tolerance(DType dtype) {
         case DType::BFloat16: return 1.6e-2;
         default: return 1e-5;
     }
+}
+
+// One kernel variant on one shape: the parameter of the variant sweeps
+// (functional vs reference, one pass vs two).
+struct VariantCase {
+    std::vector<int64_t> shape;
+    DType dtype;
+    Layout layout;
+    functional::Activation activation;
+    bool addend;
+    bool training = true;
+};
+
+// "2x3x5x7_float32_nchw_addrelu_train": a test name per variant.
+inline std::string variant_name(const ::testing::TestParamInfo<VariantCase>& info) {
+    const VariantCase& c = info.param;
+    std::string s;
+    for (auto d : c.shape) s += std::to_string(d) + "x";
+    s.pop_back();
+    s += std::string("_") + to_string(c.dtype) + "_" + to_string(c.layout);
+    s += c.activation == functional::Activation::Relu ? (c.addend ? "_addrelu" : "_relu") : "";
+    s += c.training ? "_train" : "_eval";
+    return s;
 }
 
 }  // namespace testutil
