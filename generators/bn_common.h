@@ -292,6 +292,32 @@ inline Expr channel_shift(const Func& xf, const Expr& c, const Expr& spatial, co
     return strict_float(sum / cast<float>(samples));
 }
 
+// The batch statistics of x as bn_stats defines them: the per-channel shift,
+// the shifted sums (Σd, Σd²) and the count. One definition, so the one-pass
+// forward's statistics are bn_stats's to the bit. `Buf` is the generator's
+// x input (a Func in memory order with dim()).
+struct BatchSums {
+    Func shift;
+    ChannelSums sums;
+    Expr count;
+};
+
+template <class Buf>
+BatchSums batch_sums(const Buf& x, Layout layout, bool manual_schedule) {
+    Var s("s"), c("c"), n("n");
+    Func xf("xf");
+    xf(s, c, n) = cast<float>(at(x, layout, s, c, n));
+    const Expr spatial = spatial_extent(x, layout), batch = x.dim(2).extent();
+    BatchSums out;
+    out.shift = Func("shift");
+    out.shift(c) = channel_shift(xf, c, spatial, batch);
+    Func terms("terms");
+    Expr d = xf(s, c, n) - out.shift(c);
+    terms(s, c, n) = Tuple(d, d * d);
+    out.sums = channel_sums(terms, spatial, batch, max_chunk(layout, manual_schedule));
+    out.count = cast<double>(spatial) * cast<double>(batch);
+    return out;
+}
 
 // CPU schedule of an elementwise output in memory order (d0, d1, n): each
 // parallel task takes whole d0 rows of several (d1, n), enough to amortise the

@@ -20,19 +20,11 @@ public:
     void configure() { x = add_input<Buffer<>>("x", dtype, 3); }
 
     void generate() {
-        Var s("s"), c("c"), n("n");
-        Func xf("xf");
-        xf(s, c, n) = cast<float>(at(*x, layout, s, c, n));
-        Expr spatial = spatial_extent(*x, layout), batch = x->dim(2).extent();
-
-        shift(c) = channel_shift(xf, c, spatial, batch);
-        Func terms("terms");
-        Expr d = xf(s, c, n) - shift(c);
-        terms(s, c, n) = Tuple(d, d * d);
-
-        sums = channel_sums(terms, spatial, batch, max_chunk(layout, manual_schedule()));
-        Expr count = cast<double>(spatial) * cast<double>(batch);
-        Tuple moments = channel_moments(shift(c), sums.total(c)[0], sums.total(c)[1], count);
+        Var c("c");
+        BatchSums stats = batch_sums(*x, layout, manual_schedule());
+        shift = stats.shift;
+        sums = stats.sums;
+        Tuple moments = channel_moments(shift(c), sums.total(c)[0], sums.total(c)[1], stats.count);
         mean(c) = moments[0];
         m2(c) = moments[1];
 
@@ -58,7 +50,7 @@ public:
 
 private:
     Input<Buffer<>>* x = nullptr;
-    Func shift{"shift"};
+    Func shift;
     ChannelSums sums;
 };
 

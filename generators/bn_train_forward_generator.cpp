@@ -34,18 +34,10 @@ public:
         // Per-channel values are defined over the same Var as the channel
         // dimension of y, so the schedule can fuse their loops (see bn_common.h).
         const Var& ch = layout == Layout::NCHW ? d1 : d0;
-        Var s("s"), c("c");
-        Func xf("xf");
-        xf(s, c, n) = cast<float>(at(*x, layout, s, c, n));
-        Expr spatial = spatial_extent(*x, layout), batch = x->dim(2).extent();
-
-        // bn_stats
-        shift(c) = channel_shift(xf, c, spatial, batch);
-        Func terms("terms");
-        Expr d = xf(s, c, n) - shift(c);
-        terms(s, c, n) = Tuple(d, d * d);
-        sums = channel_sums(terms, spatial, batch, max_chunk(layout, manual_schedule()));
-        Expr count = cast<double>(spatial) * cast<double>(batch);
+        BatchSums stats = batch_sums(*x, layout, manual_schedule());  // bn_stats's
+        shift = stats.shift;
+        sums = stats.sums;
+        const Expr count = stats.count;
         moments(ch) = channel_moments(shift(ch), sums.total(ch)[0], sums.total(ch)[1], count);
         (*mean)(ch) = moments(ch)[0];
         (*m2)(ch) = moments(ch)[1];
@@ -106,7 +98,7 @@ public:
 
 private:
     Var d0{"d0"}, d1{"d1"}, n{"n"};
-    Func shift{"shift"}, moments{"moments"}, coefficients{"coefficients"}, pre{"pre"};
+    Func shift, moments{"moments"}, coefficients{"coefficients"}, pre{"pre"};
     ChannelSums sums;
     Input<Buffer<>>* x = nullptr;
     Input<Buffer<>>* addend = nullptr;
