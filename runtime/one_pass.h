@@ -1,11 +1,11 @@
 // When training forward/backward may run in one pass over memory.
 //
-// The one-pass kernels (train_forward, train_backward; NCHW only) give each
-// thread a run of channels and compute each channel's statistics, then its
-// outputs, re-reading the channel's slab of the inputs from L2 instead of
-// from memory. They pay off while a slab
-// fits comfortably in L2 and there are enough blocks to keep every thread
-// busy; otherwise the two-pass pipelines, parallel over the batch, are used.
+// The one-pass kernels (train_forward, train_backward; NCHW only) run one
+// channel per parallel task: its statistics, then its outputs, re-reading the
+// channel's slab of the inputs from L2 instead of from memory. They pay off
+// while a slab fits comfortably in L2, rows are long enough to amortise the
+// per-channel work, and there are enough channels to keep every thread busy;
+// otherwise the two-pass pipelines, parallel over the batch, are used.
 #pragma once
 #include "kernels.h"
 
