@@ -4,7 +4,8 @@
 // rounded to float32, offset = the rounding error), so x − shift is exact for
 // data near the mean and no precision is lost when the data sit far from
 // zero — unlike the folded x·scale + (beta − mean·scale).
-// With ReLU the pipeline also writes a 1-bit mask of the positive outputs.
+// With ReLU the pipeline also writes a 1-bit mask of the positive outputs
+// (packed across the batch, see pack_mask_bits).
 #include "bn_common.h"
 
 namespace bnforge_gen {
@@ -35,7 +36,7 @@ public:
         if (mask) {
             Func positive("positive");
             positive(d0, d1, n) = pre(d0, d1, n) > 0.0f;
-            (*mask)(b, d1, n) = pack_mask_bits(positive, b, d1, n, x->dim(0).extent());
+            (*mask)(d0, d1, m) = pack_mask_bits(positive, d0, d1, m, x->dim(2).extent());
         }
 
         set_batch_estimates(*x, layout);
@@ -55,13 +56,16 @@ public:
             apply_saved_schedule();
         } else {
             const int vec = natural_vector_size<float>();
-            schedule_rows_cpu(*y, d0, d1, n, y->dim(0).extent(), vec);
-            if (mask) schedule_rows_cpu(*mask, b, d1, n, mask->dim(0).extent(), vec);
+            if (mask) {
+                schedule_masked_rows_cpu(*y, *mask, d0, d1, n, m, y->dim(0).extent(), vec);
+            } else {
+                schedule_rows_cpu(*y, d0, d1, n, y->dim(0).extent(), vec);
+            }
         }
     }
 
 private:
-    Var d0{"d0"}, d1{"d1"}, n{"n"}, b{"b"};
+    Var d0{"d0"}, d1{"d1"}, n{"n"}, m{"m"};
     Func pre{"pre"};
     Input<Buffer<>>* x = nullptr;
     Input<Buffer<>>* addend = nullptr;

@@ -50,6 +50,9 @@ inline int max_chunk(Layout layout, bool lanes_split) { return layout == Layout:
 // little to cancellation.
 constexpr int kShiftSamples = 8;
 
+// Rows of the batch packed into one byte of the ReLU mask (see pack_mask_bits).
+constexpr int kMaskRows = 8;
+
 // Typical ResNet-50 stage sizes: the default estimates (autoschedulers need them).
 constexpr int kEstN = 32, kEstC = 256, kEstS = 56 * 56;
 
@@ -111,7 +114,7 @@ public:
 
 protected:
     // Estimates for a batch tensor in memory order, a per-channel vector, and a
-    // ReLU mask (bits packed along the innermost memory dimension).
+    // ReLU mask (bits packed across the batch, see pack_mask_bits).
     template <class Buf>
     void set_batch_estimates(Buf& b, Layout layout) {
         const int n = est_n, c = est_c, s = est_s;
@@ -130,7 +133,7 @@ protected:
     void set_mask_estimates(Buf& b, Layout layout) {
         const int n = est_n, c = est_c, s = est_s;
         const int inner = layout == Layout::NCHW ? s : c, outer = layout == Layout::NCHW ? c : s;
-        b.set_estimates({{0, (inner + 7) / 8}, {0, outer}, {0, n}});
+        b.set_estimates({{0, inner}, {0, outer}, {0, (n + kMaskRows - 1) / kMaskRows}});
     }
 
     bool has_saved_schedule() const { return !saved_schedule.value().empty(); }
@@ -163,15 +166,21 @@ protected:
     static void permit_estimate_unrolls() { setenv("HL_PERMIT_FAILED_UNROLL", "1", 0); }
 };
 
-// Bits of the ReLU mask: bit i of byte (b, j, n) is element (8b + i, j, n) in
-// memory order, i.e. packed along the innermost dimension.
-inline Expr pack_mask_bits(const Func& positive, const Expr& b, const Expr& j, const Expr& n,
-                           const Expr& inner_extent) {
+// The ReLU mask keeps one bit per element, packed across the batch: bit k of
+// byte (d0, d1, m) is element (d0, d1, 8m + k), in memory order. Packed along
+// a row instead, each byte vector would need 8 stride-8 reads of the row, and
+// the row's last, partial byte a clamped index: Halide turns both into
+// shuffles or gathers, which cost the fused forward half its speed. Across
+// the batch, a byte vector lines up with one dense vector of each of 8 rows,
+// and only a batch that is not a multiple of 8 leaves a partial byte, guarded
+// by a scalar test on the row.
+
+inline Expr pack_mask_bits(const Func& positive, const Expr& d0, const Expr& d1, const Expr& m, const Expr& batch) {
     Expr byte = cast<uint8_t>(0);
-    for (int i = 0; i < 8; i++) {
-        Expr e = b * 8 + i;
-        Expr bit = positive(min(e, inner_extent - 1), j, n) && (e < inner_extent);
-        byte = byte | (cast<uint8_t>(bit) << i);
+    for (int k = 0; k < kMaskRows; k++) {
+        Expr row = m * kMaskRows + k;
+        Expr bit = positive(d0, d1, min(row, batch - 1)) && row < batch;
+        byte = byte | (cast<uint8_t>(bit) << k);
     }
     return byte;
 }
@@ -179,8 +188,8 @@ inline Expr pack_mask_bits(const Func& positive, const Expr& b, const Expr& j, c
 // ReLU as select(v < 0, 0, v) rather than max(): NaN propagates, as in PyTorch.
 inline Expr relu(const Expr& v) { return select(v < 0.0f, 0.0f, v); }
 
-inline Expr mask_bit(const Func& mask, const Expr& e, const Expr& j, const Expr& n) {
-    return ((mask(e / 8, j, n) >> cast<uint8_t>(e % 8)) & cast<uint8_t>(1)) != cast<uint8_t>(0);
+inline Expr mask_bit(const Func& mask, const Expr& d0, const Expr& d1, const Expr& n) {
+    return ((mask(d0, d1, n / kMaskRows) >> cast<uint8_t>(n % kMaskRows)) & cast<uint8_t>(1)) != cast<uint8_t>(0);
 }
 
 
@@ -333,6 +342,26 @@ inline Var schedule_rows_cpu(Func f, const Var& d0, const Var& d1, const Var& n,
     return rows;
 }
 
+// schedule_rows_cpu for an output `f` and its ReLU mask (d0, d1, m): rows
+// taken kMaskRows batch rows at a time, and each mask row computed right
+// after the rows of f it packs, which it re-reads from cache.
+inline void schedule_masked_rows_cpu(Func f, Func mask, const Var& d0, const Var& d1, const Var& n, const Var& m,
+                                     const Expr& row_length, int vec) {
+    Var ni("ni"), row("row"), task("task"), rows("rows");
+    const Expr rows_per_task = max(1, 16384 / max(kMaskRows * row_length, 1));
+    f.split(n, m, ni, kMaskRows, TailStrategy::GuardWithIf)
+        .reorder(d0, ni, d1, m)
+        .fuse(d1, m, row)
+        .split(row, task, rows, rows_per_task, TailStrategy::GuardWithIf)
+        .parallel(task)
+        .vectorize(d0, vec, TailStrategy::GuardWithIf);
+    mask.fuse(d1, m, row)
+        .split(row, task, rows, rows_per_task, TailStrategy::GuardWithIf)
+        .parallel(task)
+        .vectorize(d0, vec, TailStrategy::GuardWithIf)
+        .compute_with(f, rows);
+}
+
 // CPU schedule of a one-pass pipeline's elementwise output `f` (NCHW, memory
 // order d0, d1, n): one parallel task per channel, its batch and spatial
 // loops inside. Whatever is computed at level() sees one channel, which the
@@ -342,7 +371,6 @@ inline Var schedule_rows_cpu(Func f, const Var& d0, const Var& d1, const Var& n,
 struct ChannelLoop {
     Func func;  // the output whose loop nest the others join
     LoopLevel level() const { return LoopLevel(func, Var("d1")); }
-    LoopLevel row_level() const { return LoopLevel(func, Var("n")); }
 };
 
 inline ChannelLoop schedule_channels_cpu(Func f, Layout layout, const Var& d0, const Var& d1, const Var& n, int vec) {
@@ -355,14 +383,24 @@ inline ChannelLoop schedule_channels_cpu(Func f, Layout layout, const Var& d0, c
 
 // Puts `g` — another output over (d0, d1, n), or a per-channel output over
 // d1 alone — in the loop nest of `channels`: per-channel outputs once per
-// channel, batch outputs row by row beside the main output, so a value both
-// need (the pre-activation) is computed once per row. Halide matches fused
-// loops by name, which is why per-channel outputs are defined over d1 too.
+// channel, batch outputs row by row beside the main output. Halide matches
+// fused loops by name, which is why per-channel outputs are defined over d1 too.
 inline void fuse_with_channels(Func g, const ChannelLoop& channels, const Var& d0, const Var& d1, const Var& n,
                                int vec) {
     const bool per_channel = g.dimensions() == 1;
     if (!per_channel) g.reorder(d0, n, d1).vectorize(d0, vec, TailStrategy::GuardWithIf);
     g.parallel(d1).compute_with(channels.func, per_channel ? d1 : n);
+}
+
+// Puts the ReLU mask (d0, d1, m) in the loop nest of `channels`: the main
+// output's batch loop is taken kMaskRows rows at a time, and each mask row is
+// computed right after the rows it packs, which it re-reads from L1.
+inline void fuse_mask_with_channels(Func mask, const ChannelLoop& channels, const Var& d0, const Var& d1, const Var& n,
+                                    const Var& m, int vec) {
+    Var ni("ni");
+    Func main = channels.func;  // a handle: the split is the main output's
+    main.split(n, m, ni, kMaskRows, TailStrategy::GuardWithIf);
+    mask.reorder(d0, m, d1).parallel(d1).vectorize(d0, vec, TailStrategy::GuardWithIf).compute_with(channels.func, m);
 }
 
 }  // namespace bnforge_gen

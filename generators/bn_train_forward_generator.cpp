@@ -57,7 +57,7 @@ public:
         if (mask) {
             Func positive("positive");
             positive(d0, d1, n) = pre(d0, d1, n) > 0.0f;
-            (*mask)(d0, d1, n) = pack_mask_bits(positive, d0, d1, n, x->dim(0).extent());
+            (*mask)(d0, d1, m) = pack_mask_bits(positive, d0, d1, m, x->dim(2).extent());
         }
 
         set_batch_estimates(*x, layout);
@@ -82,11 +82,7 @@ public:
         } else {
             const int vec = natural_vector_size<float>();
             ChannelLoop channels = schedule_channels_cpu(*y, layout, d0, d1, n, vec);
-            if (mask) {
-                // Each mask byte reads 8 pre-activations: compute a row of them once, for y and the mask.
-                fuse_with_channels(*mask, channels, d0, d1, n, vec);
-                pre.compute_at(channels.row_level()).vectorize(d0, vec, TailStrategy::GuardWithIf);
-            }
+            if (mask) fuse_mask_with_channels(*mask, channels, d0, d1, n, m, vec);
             fuse_with_channels(*mean, channels, d0, d1, n, vec);
             fuse_with_channels(*m2, channels, d0, d1, n, vec);
             shift.compute_at(channels.level());
@@ -97,7 +93,7 @@ public:
     }
 
 private:
-    Var d0{"d0"}, d1{"d1"}, n{"n"};
+    Var d0{"d0"}, d1{"d1"}, n{"n"}, m{"m"};
     Func shift, moments{"moments"}, coefficients{"coefficients"}, pre{"pre"};
     ChannelSums sums;
     Input<Buffer<>>* x = nullptr;

@@ -80,15 +80,15 @@ struct SplitMean {
     }
 };
 
-// The ReLU bitmask as a 3-D kernel buffer (bytes, d1, n).
+// The ReLU bitmask as a 3-D kernel buffer (d0, d1, ceil(N / 8)): see empty_mask_for.
 struct MaskView {
     halide_dimension_t dims[3];
     halide_buffer_t buf{};
     explicit MaskView(const Tensor& mask) {
-        const int32_t bytes = static_cast<int32_t>(mask.shape()[2]), rows = static_cast<int32_t>(mask.shape()[1]);
-        dims[0] = {0, bytes, 1, 0};
-        dims[1] = {0, rows, bytes, 0};
-        dims[2] = {0, static_cast<int32_t>(mask.shape()[0]), bytes * rows, 0};
+        const int32_t d0 = static_cast<int32_t>(mask.shape()[2]), d1 = static_cast<int32_t>(mask.shape()[1]);
+        dims[0] = {0, d0, 1, 0};
+        dims[1] = {0, d1, d0, 0};
+        dims[2] = {0, static_cast<int32_t>(mask.shape()[0]), d0 * d1, 0};
         buf.host = static_cast<uint8_t*>(mask.raw_data());
         buf.type = {halide_type_uint, 8, 1};
         buf.dimensions = 3;

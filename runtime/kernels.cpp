@@ -177,8 +177,8 @@ void make_batch_view(BatchView& view, const Tensor& x, Layout kernel_layout, con
 }
 
 Tensor empty_mask_for(const BatchView& view, Device device) {
-    const int64_t bytes_per_row = (view.dims[0].extent + 7) / 8;
-    return Tensor::empty({view.dims[2].extent, view.dims[1].extent, bytes_per_row}, DType::UInt8, device);
+    const int64_t mask_rows = (view.dims[2].extent + kMaskBatchRows - 1) / kMaskBatchRows;
+    return Tensor::empty({mask_rows, view.dims[1].extent, view.dims[0].extent}, DType::UInt8, device);
 }
 
 ChannelBuffer::ChannelBuffer(const float* data, int64_t channels) {

@@ -58,8 +58,11 @@ struct BatchView {
 // expressed as such a view. `arg` names the tensor in error messages.
 Layout kernel_layout_for(const Tensor& x, const char* arg);
 void make_batch_view(BatchView& view, const Tensor& x, Layout kernel_layout, const char* arg);
-// The mask of a relu kernel: one bit per element, packed along the innermost
-// memory dimension; a UInt8 tensor (N, d1, ceil(d0 / 8)).
+// The mask of a relu kernel: one bit per element, packed across the batch
+// (bit k of byte (m, d1, d0) is element (8m + k, d1, d0) of the memory-order
+// view), so that the kernels read and write it in dense vectors; a UInt8
+// tensor (ceil(N / 8), d1, d0). The generators' kMaskRows is the same 8.
+constexpr int64_t kMaskBatchRows = 8;
 Tensor empty_mask_for(const BatchView& view, Device device);
 
 // A per-channel float32 or float64 vector as a 1-D Halide buffer.

@@ -247,13 +247,13 @@ Ncs ncs_of(const std::vector<int64_t>& shape) {
 }
 
 // The memory-order extents of a generator argument, by its kind: a batch
-// tensor (3-D, the activation dtype), a ReLU mask (3-D uint8, 8 elements a
-// byte along the innermost dimension) or a per-channel vector (1-D).
+// tensor (3-D, the activation dtype), a ReLU mask (3-D uint8, 8 batch rows
+// a byte) or a per-channel vector (1-D).
 std::vector<int> extents_of(const AbstractGenerator::ArgInfo& a, const Ncs& ncs, const std::string& layout) {
     const bool nchw = layout == "nchw";
     const int d0 = nchw ? ncs.s : ncs.c, d1 = nchw ? ncs.c : ncs.s;
     if (a.dimensions == 1) return {ncs.c};
-    if (a.dimensions == 3 && a.types.at(0) == UInt(8)) return {(d0 + 7) / 8, d1, ncs.n};
+    if (a.dimensions == 3 && a.types.at(0) == UInt(8)) return {d0, d1, (ncs.n + 7) / 8};
     if (a.dimensions == 3) return {d0, d1, ncs.n};
     throw std::runtime_error("argument " + a.name + " has an unexpected shape");
 }

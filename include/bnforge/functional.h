@@ -33,7 +33,7 @@ Moments batch_moments(const Tensor& x);
 // What backward needs from forward.
 struct SavedContext {
     Tensor x;
-    Tensor mask;                  // UInt8 bitmask of positive outputs (Relu only)
+    Tensor mask;                  // UInt8 bitmask of positive outputs (Relu only), 8 batch rows a byte
     std::vector<double> mean;     // the mean x was normalised with
     std::vector<double> invstd;   // 1 / sqrt(var + eps)
     int64_t count = 0;            // values per channel over the whole (global) batch
