@@ -328,18 +328,25 @@ BatchSums batch_sums(const Buf& x, Layout layout, bool manual_schedule) {
     return out;
 }
 
-// CPU schedule of an elementwise output in memory order (d0, d1, n): each
-// parallel task takes whole d0 rows of several (d1, n), enough to amortise the
-// task overhead when rows are short (NHWC with few channels). Returns the
-// per-task row loop, where siblings can be fused with compute_with.
-inline Var schedule_rows_cpu(Func f, const Var& d0, const Var& d1, const Var& n, const Expr& row_length,
-                             int vec) {
+// Rows (d1, outer) of `f` fused and cut into parallel tasks of `rows_per_task`,
+// each row vectorised along d0. Returns the per-task row loop, where siblings
+// can be fused with compute_with.
+inline Var split_rows_into_tasks(Func f, const Var& d0, const Var& d1, const Var& outer, const Expr& rows_per_task,
+                                 int vec) {
     Var row("row"), task("task"), rows("rows");
-    f.fuse(d1, n, row)
-        .split(row, task, rows, max(1, 16384 / max(row_length, 1)), TailStrategy::GuardWithIf)
+    f.fuse(d1, outer, row)
+        .split(row, task, rows, rows_per_task, TailStrategy::GuardWithIf)
         .parallel(task)
         .vectorize(d0, vec, TailStrategy::GuardWithIf);
     return rows;
+}
+
+// CPU schedule of an elementwise output in memory order (d0, d1, n): each
+// parallel task takes whole d0 rows of several (d1, n), enough to amortise the
+// task overhead when rows are short (NHWC with few channels).
+inline Var schedule_rows_cpu(Func f, const Var& d0, const Var& d1, const Var& n, const Expr& row_length,
+                             int vec) {
+    return split_rows_into_tasks(f, d0, d1, n, max(1, 16384 / max(row_length, 1)), vec);
 }
 
 // schedule_rows_cpu for an output `f` and its ReLU mask (d0, d1, m): rows
@@ -347,19 +354,12 @@ inline Var schedule_rows_cpu(Func f, const Var& d0, const Var& d1, const Var& n,
 // after the rows of f it packs, which it re-reads from cache.
 inline void schedule_masked_rows_cpu(Func f, Func mask, const Var& d0, const Var& d1, const Var& n, const Var& m,
                                      const Expr& row_length, int vec) {
-    Var ni("ni"), row("row"), task("task"), rows("rows");
+    Var ni("ni");
     const Expr rows_per_task = max(1, 16384 / max(kMaskRows * row_length, 1));
-    f.split(n, m, ni, kMaskRows, TailStrategy::GuardWithIf)
-        .reorder(d0, ni, d1, m)
-        .fuse(d1, m, row)
-        .split(row, task, rows, rows_per_task, TailStrategy::GuardWithIf)
-        .parallel(task)
-        .vectorize(d0, vec, TailStrategy::GuardWithIf);
-    mask.fuse(d1, m, row)
-        .split(row, task, rows, rows_per_task, TailStrategy::GuardWithIf)
-        .parallel(task)
-        .vectorize(d0, vec, TailStrategy::GuardWithIf)
-        .compute_with(f, rows);
+    f.split(n, m, ni, kMaskRows, TailStrategy::GuardWithIf).reorder(d0, ni, d1, m);
+    Var rows = split_rows_into_tasks(f, d0, d1, m, rows_per_task, vec);
+    split_rows_into_tasks(mask, d0, d1, m, rows_per_task, vec);
+    mask.compute_with(f, rows);
 }
 
 // CPU schedule of a one-pass pipeline's elementwise output `f` (NCHW, memory
