@@ -34,8 +34,7 @@ public:
         Expr xmu = centred(cast<float>(at(*x, layout, s, c, n)), shift(c), offset(c));
         terms(s, c, n) = Tuple(gl, gl * xmu);
 
-        sums = channel_sums(terms, spatial_extent(*x, layout), x->dim(2).extent(),
-                            max_chunk(layout, manual_schedule()));
+        sums = channel_sums(terms, spatial_extent(*x, layout), x->dim(2).extent(), layout, manual_schedule());
         sum_dy(c) = sums.total(c)[0];
         sum_dy_xmu(c) = sums.total(c)[1];
 

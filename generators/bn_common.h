@@ -35,7 +35,8 @@ inline const std::map<std::string, Fusion> kFusionNames = {
     {"none", Fusion::None}, {"relu", Fusion::Relu}, {"add_relu", Fusion::AddRelu}};
 
 // Statistics are accumulated in float32 over chunks of at most this many
-// spatial positions of one (n, c) row, and the chunk sums in float64: the
+// values of one channel (a piece of one (n, c) row, or with the manual NCHW
+// schedule whole short rows of consecutive n), and the chunk sums in float64: the
 // float32 error stays bounded by the chunk length whatever N·S is. The
 // manual NCHW schedule further splits each chunk across vector lanes
 // (rfactor); NHWC chunks, and the chunks of every autoscheduled or saved
@@ -194,43 +195,65 @@ inline Expr mask_bit(const Func& mask, const Expr& d0, const Expr& d1, const Exp
 
 
 // Per-channel float64 sums of a pair of float32 terms over (s, n), accumulated
-// in float32 within chunks of one row and in float64 across chunks.
+// in float32 within chunks and in float64 across chunks. A chunk is up to
+// `max_chunk` values: a piece of one row when rows are long, or whole rows of
+// a group of consecutive batch rows when they are short (rows of 49 at 7x7
+// take 41 to a chunk), so that the per-chunk work — the horizontal sum of the
+// vector lanes, the float64 step — is paid per ~max_chunk values, not per row.
 // `terms(s, c, n)` must be a 2-tuple of floats in logical coordinates.
-// A row is `full` chunks plus a shorter `tail`, each with a fixed-extent
-// reduction, so no predicate or clamp ever reaches the inner loop.
+// A group's rows are `full` chunks plus a shorter `tail`, each with a
+// fixed-extent reduction, so no predicate or clamp ever reaches the inner loop.
 struct ChannelSums {
-    Func full;   // (k, c, n): float32 sums of chunk k of row (n, c)
-    Func tail;   // (k, c, n), k = 0 only: float32 sums of the rest of the row
+    Func full;   // (k, c, g): float32 sums of chunk k of the rows of group g
+    Func tail;   // (k, c, g), k = 0 only: float32 sums of the rest of those rows
     Func total;  // (c): float64 sums
-    RVar r_full, r_tail;
-    Var k{"k"}, c{"c"}, n{"n"};
+    RVar r_full, r_tail;  // along a row (a group's rows are the outer RVar)
+    Var k{"k"}, c{"c"}, g{"g"};
 };
 
-inline ChannelSums channel_sums(const Func& terms, const Expr& spatial, const Expr& batch, int max_chunk) {
+inline ChannelSums channel_sums(const Func& terms, const Expr& spatial, const Expr& batch, Layout layout,
+                               bool lanes_split) {
     ChannelSums cs;
-    Expr chunk = min(spatial, max_chunk);
+    const int max = max_chunk(layout, lanes_split);
+    // Only the lane-split (manual NCHW) schedule groups rows: elsewhere a row
+    // is summed serially or across channels, with no per-row horizontal sum to save.
+    const bool group_rows = layout == Layout::NCHW && lanes_split;
+    Expr chunk = min(spatial, max);
     Expr full_chunks = spatial / chunk;
     Expr tail_start = full_chunks * chunk;
+    Expr rows_per_group = group_rows ? Halide::max(1, max / spatial) : Expr(1);
+    Expr groups = (batch + rows_per_group - 1) / rows_per_group;
 
     auto chunk_sum = [&](Func& f, const char* name, const Expr& start, const Expr& extent, RVar& rvar) {
-        RDom r(0, extent, std::string(name) + "_r");
-        Tuple t = terms(start + r, cs.c, cs.n);
+        Tuple t = Tuple(Expr(), Expr());
+        if (group_rows) {
+            RDom r(0, extent, 0, rows_per_group, std::string(name) + "_r");
+            // The last group may have fewer rows: the predicate drops the rest,
+            // the clamp keeps bounds inference inside the batch (a scalar, per row).
+            Expr row = cs.g * rows_per_group + r.y;
+            r.where(row < batch);
+            t = terms(start + r.x, cs.c, min(row, batch - 1));
+            rvar = r.x;
+        } else {
+            RDom r(0, extent, std::string(name) + "_r");
+            t = terms(start + r, cs.c, cs.g);
+            rvar = r.x;
+        }
         f = Func(name);
-        f(cs.k, cs.c, cs.n) = Tuple(0.0f, 0.0f);
-        f(cs.k, cs.c, cs.n) = Tuple(f(cs.k, cs.c, cs.n)[0] + t[0], f(cs.k, cs.c, cs.n)[1] + t[1]);
-        rvar = r.x;
+        f(cs.k, cs.c, cs.g) = Tuple(0.0f, 0.0f);
+        f(cs.k, cs.c, cs.g) = Tuple(f(cs.k, cs.c, cs.g)[0] + t[0], f(cs.k, cs.c, cs.g)[1] + t[1]);
     };
     chunk_sum(cs.full, "chunk_sums", cs.k * chunk, chunk, cs.r_full);
     chunk_sum(cs.tail, "tail_sums", tail_start, spatial - tail_start, cs.r_tail);
 
-    RDom kn(0, full_chunks, 0, batch, "kn");
-    RDom tn(0, batch, "tn");
+    RDom kg(0, full_chunks, 0, groups, "kg");
+    RDom tg(0, groups, "tg");
     cs.total = Func("channel_sums");
     cs.total(cs.c) = Tuple(cast<double>(0), cast<double>(0));
-    cs.total(cs.c) = Tuple(cs.total(cs.c)[0] + cast<double>(cs.full(kn.x, cs.c, kn.y)[0]),
-                           cs.total(cs.c)[1] + cast<double>(cs.full(kn.x, cs.c, kn.y)[1]));
-    cs.total(cs.c) = Tuple(cs.total(cs.c)[0] + cast<double>(cs.tail(0, cs.c, tn)[0]),
-                           cs.total(cs.c)[1] + cast<double>(cs.tail(0, cs.c, tn)[1]));
+    cs.total(cs.c) = Tuple(cs.total(cs.c)[0] + cast<double>(cs.full(kg.x, cs.c, kg.y)[0]),
+                           cs.total(cs.c)[1] + cast<double>(cs.full(kg.x, cs.c, kg.y)[1]));
+    cs.total(cs.c) = Tuple(cs.total(cs.c)[0] + cast<double>(cs.tail(0, cs.c, tg)[0]),
+                           cs.total(cs.c)[1] + cast<double>(cs.tail(0, cs.c, tg)[1]));
     return cs;
 }
 
@@ -274,12 +297,14 @@ inline void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec,
             Func eighths = f.update().rfactor(qi, v);
             eighths.compute_at(f, cs.k).vectorize(v);
             eighths.update().vectorize(v);
-            if (root) f.update().parallel(cs.n);
+            // A group can be the whole batch (rows of 49 at 7x7): the tasks are (channel, group).
+            Var cg("cg");
+            if (root) f.update().fuse(cs.c, cs.g, cg).parallel(cg);
         } else {
             // Channels innermost in the chunk-sum buffer too, so its vectors are dense.
-            f.reorder_storage(cs.c, cs.k, cs.n).vectorize(cs.c, vec, TailStrategy::GuardWithIf);
-            f.update().reorder(cs.c, r, cs.k, cs.n).vectorize(cs.c, vec, TailStrategy::GuardWithIf);
-            if (root) f.update().parallel(cs.n);
+            f.reorder_storage(cs.c, cs.k, cs.g).vectorize(cs.c, vec, TailStrategy::GuardWithIf);
+            f.update().reorder(cs.c, r, cs.k, cs.g).vectorize(cs.c, vec, TailStrategy::GuardWithIf);
+            if (root) f.update().parallel(cs.g);
         }
     };
     schedule(cs.full, cs.r_full);
@@ -323,7 +348,7 @@ BatchSums batch_sums(const Buf& x, Layout layout, bool manual_schedule) {
     Func terms("terms");
     Expr d = xf(s, c, n) - out.shift(c);
     terms(s, c, n) = Tuple(d, d * d);
-    out.sums = channel_sums(terms, spatial, batch, max_chunk(layout, manual_schedule));
+    out.sums = channel_sums(terms, spatial, batch, layout, manual_schedule);
     out.count = cast<double>(spatial) * cast<double>(batch);
     return out;
 }

@@ -47,7 +47,7 @@ public:
         Expr xmu_l = centred(cast<float>(at(*x, layout, s, c, n)), shift(c), offset(c));
         terms(s, c, n) = Tuple(gl, gl * xmu_l);
         Expr spatial = spatial_extent(*x, layout), batch = x->dim(2).extent();
-        sums = channel_sums(terms, spatial, batch, max_chunk(layout, manual_schedule()));
+        sums = channel_sums(terms, spatial, batch, layout, manual_schedule());
         (*sum_dy)(ch) = sums.total(ch)[0];
         (*sum_dy_xmu)(ch) = sums.total(ch)[1];
 
