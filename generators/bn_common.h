@@ -175,7 +175,6 @@ protected:
 // the batch, a byte vector lines up with one dense vector of each of 8 rows,
 // and only a batch that is not a multiple of 8 leaves a partial byte, guarded
 // by a scalar test on the row.
-
 inline Expr pack_mask_bits(const Func& positive, const Expr& d0, const Expr& d1, const Expr& m, const Expr& batch) {
     Expr byte = cast<uint8_t>(0);
     for (int k = 0; k < kMaskRows; k++) {
@@ -193,7 +192,6 @@ inline Expr mask_bit(const Func& mask, const Expr& d0, const Expr& d1, const Exp
     return ((mask(d0, d1, n / kMaskRows) >> cast<uint8_t>(n % kMaskRows)) & cast<uint8_t>(1)) != cast<uint8_t>(0);
 }
 
-
 // Per-channel float64 sums of a pair of float32 terms over (s, n), accumulated
 // in float32 within chunks and in float64 across chunks. A chunk is up to
 // `max_chunk` values: a piece of one row when rows are long, or whole rows of
@@ -208,6 +206,7 @@ struct ChannelSums {
     Func tail;   // (k, c, g), k = 0 only: float32 sums of the rest of those rows
     Func total;  // (c): float64 sums
     RVar r_full, r_tail;  // along a row (a group's rows are the outer RVar)
+    Expr pairs_per_task;  // (channel, group) pairs per parallel task of a root schedule
     Var k{"k"}, c{"c"}, g{"g"};
 };
 
@@ -223,25 +222,24 @@ inline ChannelSums channel_sums(const Func& terms, const Expr& spatial, const Ex
     Expr tail_start = full_chunks * chunk;
     Expr rows_per_group = group_rows ? Halide::max(1, max / spatial) : Expr(1);
     Expr groups = (batch + rows_per_group - 1) / rows_per_group;
+    cs.pairs_per_task = Halide::max(1, 16384 / (rows_per_group * spatial));
 
     auto chunk_sum = [&](Func& f, const char* name, const Expr& start, const Expr& extent, RVar& rvar) {
-        Tuple t = Tuple(Expr(), Expr());
+        const std::string rname = std::string(name) + "_r";
+        RDom r = group_rows ? RDom(0, extent, 0, rows_per_group, rname) : RDom(0, extent, rname);
+        Expr row = cs.g;
         if (group_rows) {
-            RDom r(0, extent, 0, rows_per_group, std::string(name) + "_r");
             // The last group may have fewer rows: the predicate drops the rest,
             // the clamp keeps bounds inference inside the batch (a scalar, per row).
-            Expr row = cs.g * rows_per_group + r.y;
+            row = cs.g * rows_per_group + r.y;
             r.where(row < batch);
-            t = terms(start + r.x, cs.c, min(row, batch - 1));
-            rvar = r.x;
-        } else {
-            RDom r(0, extent, std::string(name) + "_r");
-            t = terms(start + r, cs.c, cs.g);
-            rvar = r.x;
+            row = min(row, batch - 1);
         }
+        Tuple t = terms(start + r.x, cs.c, row);
         f = Func(name);
         f(cs.k, cs.c, cs.g) = Tuple(0.0f, 0.0f);
         f(cs.k, cs.c, cs.g) = Tuple(f(cs.k, cs.c, cs.g)[0] + t[0], f(cs.k, cs.c, cs.g)[1] + t[1]);
+        rvar = r.x;
     };
     chunk_sum(cs.full, "chunk_sums", cs.k * chunk, chunk, cs.r_full);
     chunk_sum(cs.tail, "tail_sums", tail_start, spatial - tail_start, cs.r_tail);
@@ -297,9 +295,16 @@ inline void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec,
             Func eighths = f.update().rfactor(qi, v);
             eighths.compute_at(f, cs.k).vectorize(v);
             eighths.update().vectorize(v);
-            // A group can be the whole batch (rows of 49 at 7x7): the tasks are (channel, group).
-            Var cg("cg");
-            if (root) f.update().fuse(cs.c, cs.g, cg).parallel(cg);
+            // A group can be the whole batch (rows of 49 at 7x7), so the tasks
+            // run over (channel, group) pairs: each takes consecutive channels
+            // of one group, ~16K values, which are contiguous rows in memory.
+            if (root) {
+                Var cg("cg"), task("task"), pairs("pairs");
+                f.update()
+                    .fuse(cs.c, cs.g, cg)
+                    .split(cg, task, pairs, cs.pairs_per_task, TailStrategy::GuardWithIf)
+                    .parallel(task);
+            }
         } else {
             // Channels innermost in the chunk-sum buffer too, so its vectors are dense.
             f.reorder_storage(cs.c, cs.k, cs.g).vectorize(cs.c, vec, TailStrategy::GuardWithIf);
