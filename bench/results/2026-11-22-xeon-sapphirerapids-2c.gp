@@ -12,7 +12,7 @@ set xtics rotate by 50 right nomirror scale 0 noenhanced font ',13'
 set ytics nomirror
 set grid ytics lc rgb '#dddddd'
 set ylabel '% of floor'
-set yrange [0:140]
+set yrange [0:130]
 set lmargin 10
 set rmargin 28
 set multiplot layout 5,1 title "bnforge CPU benchmark: % of floor (copy bandwidth) — 2026-11-22-xeon-sapphirerapids-2c, Intel(R) Xeon(R) Processor" font ',18' noenhanced
