@@ -144,8 +144,7 @@ std::string check_outputs(const CaseSpec& spec, const CaseData& data, const Outp
         int64_t bad_flips = 0;
         auto g = [&](int64_t n, int64_t c, int64_t h, int64_t ww) {
             if (!fused) return dy(n, c, h, ww);
-            const double pre = pre_ref(n, c, h, ww);
-            if (!impl_gate) return pre > 0 ? dy(n, c, h, ww) : 0.0;
+            if (!impl_gate) return pre_ref(n, c, h, ww) > 0 ? dy(n, c, h, ww) : 0.0;
             return gate(n, c, h, ww) != 0.0 ? dy(n, c, h, ww) : 0.0;
         };
         if (impl_gate) {

@@ -175,11 +175,12 @@ protected:
 // the batch, a byte vector lines up with one dense vector of each of 8 rows,
 // and only a batch that is not a multiple of 8 leaves a partial byte, guarded
 // by a scalar test on the row.
-inline Expr pack_mask_bits(const Func& positive, const Expr& d0, const Expr& d1, const Expr& m, const Expr& batch) {
+// `pre` is the pre-activation in memory order; a bit is set where it is > 0.
+inline Expr pack_mask_bits(const Func& pre, const Expr& d0, const Expr& d1, const Expr& m, const Expr& batch) {
     Expr byte = cast<uint8_t>(0);
     for (int k = 0; k < kMaskRows; k++) {
         Expr row = m * kMaskRows + k;
-        Expr bit = positive(d0, d1, min(row, batch - 1)) && row < batch;
+        Expr bit = pre(d0, d1, min(row, batch - 1)) > 0.0f && row < batch;
         byte = byte | (cast<uint8_t>(bit) << k);
     }
     return byte;

@@ -54,11 +54,7 @@ public:
         pre(d0, d1, n) = normalized(cast<float>((*x)(d0, d1, n)), coefficients(ch)[0], coefficients(ch)[1],
                                     coefficients(ch)[2], bias(ch), addend ? cast<float>((*addend)(d0, d1, n)) : Expr());
         (*y)(d0, d1, n) = cast(dtype, fusion == Fusion::None ? Expr(pre(d0, d1, n)) : relu(pre(d0, d1, n)));
-        if (mask) {
-            Func positive("positive");
-            positive(d0, d1, n) = pre(d0, d1, n) > 0.0f;
-            (*mask)(d0, d1, m) = pack_mask_bits(positive, d0, d1, m, x->dim(2).extent());
-        }
+        if (mask) (*mask)(d0, d1, m) = pack_mask_bits(pre, d0, d1, m, x->dim(2).extent());
 
         set_batch_estimates(*x, layout);
         if (addend) set_batch_estimates(*addend, layout);
