@@ -116,18 +116,25 @@ bool BatchNormBase::uses_batch_statistics() const {
 }
 
 Tensor BatchNormBase::forward_impl(const Tensor& x, const Tensor* addend, Activation activation) {
-    validate_input(x, "input");
-    if (addend) {
-        validate_input(*addend, "addend");
-        BNF_CHECK(addend->shape() == x.shape(), name_ << ": expected addend of shape " << detail::format_shape(x.shape())
-                                                      << " (as input), got " << detail::format_shape(addend->shape()));
+    const bool synchronized = uses_batch_statistics() && synchronizes_statistics();
+    try {
+        validate_input(x, "input");
+        if (addend) {
+            validate_input(*addend, "addend");
+            BNF_CHECK(addend->shape() == x.shape(), name_ << ": expected addend of shape "
+                                                          << detail::format_shape(x.shape()) << " (as input), got "
+                                                          << detail::format_shape(addend->shape()));
+        }
+    } catch (const Error&) {
+        if (synchronized) abandon_forward_exchange();
+        throw;
     }
     for (auto& [id, hook] : std::map<int, ForwardPreHook>(hooks_->pre)) hook(*this, x);
 
     const bool update_stats = training_ && options_.track_running_stats() && !options_.freeze();
     functional::ForwardResult result;
     std::optional<Moments> moments;
-    if (uses_batch_statistics() && !synchronizes_statistics()) {
+    if (uses_batch_statistics() && !synchronized) {
         functional::BatchNormForward f = functional::batch_norm_forward(x, Tensor(), Tensor(), weight_, bias_, true,
                                                                         options_.eps(), activation, addend);
         moments = std::move(f.moments);
@@ -146,6 +153,7 @@ Tensor BatchNormBase::forward_impl(const Tensor& x, const Tensor* addend, Activa
         if (moments && moments->count > 0) update_running_stats(*moments);
     }
     saved_ = std::move(result.saved);
+    saved_synchronized_ = synchronized;
     for (auto& [id, hook] : std::map<int, ForwardHook>(hooks_->post)) hook(*this, x, result.y);
     return result.y;
 }
@@ -172,17 +180,29 @@ void BatchNormBase::update_running_stats(const Moments& moments) {
 }
 
 functional::InputGrads BatchNormBase::backward_impl(const Tensor& dy) {
-    BNF_CHECK(saved_, name_ << ": backward called before forward");
-    validate_input(dy, "dy");
-    BNF_CHECK(dy.shape() == saved_->x.shape(), name_ << ": expected dy of shape " << detail::format_shape(saved_->x.shape())
-                                                     << " (as the forward input), got " << detail::format_shape(dy.shape()));
+    // Without a forward, this process cannot know whether the others reduce:
+    // it joins when its module would synchronise now.
+    const bool synchronized = saved_ ? saved_synchronized_ : uses_batch_statistics() && synchronizes_statistics();
+    try {
+        BNF_CHECK(saved_, name_ << ": backward called before forward");
+        validate_input(dy, "dy");
+        BNF_CHECK(dy.shape() == saved_->x.shape(), name_ << ": expected dy of shape "
+                                                         << detail::format_shape(saved_->x.shape())
+                                                         << " (as the forward input), got "
+                                                         << detail::format_shape(dy.shape()));
+    } catch (const Error&) {
+        if (synchronized) abandon_backward_exchange();
+        throw;
+    }
     functional::InputGrads grads;
     std::vector<double> dweight, dbias;
-    if (synchronizes_statistics() && saved_->batch_statistics) {
+    if (synchronized) {
         functional::BackwardSums sums = functional::backward_sums(dy, *saved_);
+        // Parameter gradients from this process's own sums (PyTorch's rule);
+        // dx needs the group's.
+        functional::parameter_grads(*saved_, sums, dweight, dbias);
         reduce_backward_sums(sums);
         grads = functional::backward_input(dy, *saved_, weight_, sums);
-        functional::parameter_grads(*saved_, sums, dweight, dbias);
     } else {
         functional::BatchNormBackward b = functional::batch_norm_backward(dy, *saved_, weight_);
         grads = std::move(b.input);

@@ -88,6 +88,11 @@ protected:
     // the backward sums reduced over it. A single process uses its own.
     virtual functional::Moments global_moments(const functional::Moments& local) { return local; }
     virtual void reduce_backward_sums(functional::BackwardSums& /*sums*/) {}
+    // Called instead of the two above when this process rejects its own
+    // arguments, so that the processes already waiting in the exchange learn
+    // of it and fail too, instead of waiting forever.
+    virtual void abandon_forward_exchange() {}
+    virtual void abandon_backward_exchange() {}
     // True when the hooks above combine several processes' batches. A module
     // that does not may run forward and backward in one pass over memory
     // (nothing has to happen between the statistics and the outputs).
@@ -106,6 +111,7 @@ private:
     Tensor weight_, bias_, running_mean_, running_var_, num_batches_tracked_;
     Tensor weight_grad_, bias_grad_;
     std::optional<functional::SavedContext> saved_;
+    bool saved_synchronized_ = false;  // saved_ holds group statistics: backward reduces its sums
     std::shared_ptr<Hooks> hooks_;
 };
 

@@ -1,0 +1,151 @@
+#include "mpi_process_group.h"
+
+#include "check.h"
+
+#include <climits>
+#include <cstdlib>
+#include <mutex>
+
+namespace bnforge {
+
+namespace detail {
+
+void check_mpi(int rc, const char* call) {
+    if (rc == MPI_SUCCESS) return;
+    char text[MPI_MAX_ERROR_STRING];
+    int length = 0;
+    if (MPI_Error_string(rc, text, &length) != MPI_SUCCESS) length = 0;
+    throw Error(std::string("ProcessGroup(mpi): ") + call + " failed: " +
+                (length ? std::string(text, length) : "error " + std::to_string(rc)));
+}
+
+namespace {
+
+void require_mpi_initialized(const char* what) {
+    int initialized = 0, finalized = 0;
+    MPI_Initialized(&initialized);
+    MPI_Finalized(&finalized);
+    BNF_CHECK(initialized && !finalized,
+              what << ": MPI is " << (finalized ? "already finalized" : "not initialized (call MPI_Init first)"));
+}
+
+// A private duplicate whose errors come back as return codes (MPI's default
+// handler aborts the job), so check_mpi can turn them into bnforge::Error.
+MPI_Comm private_duplicate(MPI_Comm comm) {
+    MPI_Comm dup = MPI_COMM_NULL;
+    check_mpi(MPI_Comm_dup(comm, &dup), "MPI_Comm_dup");
+    MPI_Comm_set_errhandler(dup, MPI_ERRORS_RETURN);
+    return dup;
+}
+
+int comm_rank(MPI_Comm comm) {
+    int r = 0;
+    check_mpi(MPI_Comm_rank(comm, &r), "MPI_Comm_rank");
+    return r;
+}
+
+int comm_size(MPI_Comm comm) {
+    int s = 0;
+    check_mpi(MPI_Comm_size(comm, &s), "MPI_Comm_size");
+    return s;
+}
+
+// MPI counts are int: large buffers travel in pieces.
+constexpr size_t kMaxMpiCount = INT_MAX / 2;
+
+}  // namespace
+
+MpiProcessGroup::MpiProcessGroup(MPI_Comm comm)
+    : ProcessGroup(comm_rank(comm), comm_size(comm)), comm_(comm) {}
+
+MpiProcessGroup::~MpiProcessGroup() {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+MPI_Comm MpiProcessGroup::split_comm(const std::vector<int>& ranks) const {
+    const int position = split_position(ranks);
+    MPI_Comm sub = MPI_COMM_NULL;
+    check_mpi(MPI_Comm_split(comm_, position >= 0 ? 0 : MPI_UNDEFINED, position, &sub), "MPI_Comm_split");
+    if (sub != MPI_COMM_NULL) MPI_Comm_set_errhandler(sub, MPI_ERRORS_RETURN);
+    return sub;
+}
+
+std::shared_ptr<ProcessGroup> MpiProcessGroup::split(const std::vector<int>& ranks) {
+    MPI_Comm sub = split_comm(ranks);
+    if (sub == MPI_COMM_NULL) return nullptr;
+    return std::make_shared<MpiProcessGroup>(sub);
+}
+
+void MpiProcessGroup::all_gather(const double* send, double* recv, size_t count) {
+    BNF_CHECK(count <= kMaxMpiCount, "ProcessGroup(mpi)::all_gather: " << count << " values per rank is too many");
+    check_mpi(MPI_Allgather(send, static_cast<int>(count), MPI_DOUBLE, recv, static_cast<int>(count), MPI_DOUBLE, comm_),
+              "MPI_Allgather");
+}
+
+void MpiProcessGroup::all_reduce_sum(double* data, size_t count) {
+    for (size_t done = 0; done < count; done += kMaxMpiCount) {
+        const int piece = static_cast<int>(std::min(count - done, kMaxMpiCount));
+        check_mpi(MPI_Allreduce(MPI_IN_PLACE, data + done, piece, MPI_DOUBLE, MPI_SUM, comm_), "MPI_Allreduce");
+    }
+}
+
+MpiProcessGroup& as_mpi(ProcessGroup& group, const char* what) {
+    auto* mpi = dynamic_cast<MpiProcessGroup*>(&group);
+    BNF_CHECK(mpi, what << ": expected an MPI process group, got backend \"" << group.backend() << "\"");
+    return *mpi;
+}
+
+}  // namespace detail
+
+ProcessGroup::~ProcessGroup() = default;
+
+int ProcessGroup::split_position(const std::vector<int>& ranks) const {
+    BNF_CHECK(!ranks.empty(), "ProcessGroup::split: the rank list is empty");
+    int position = -1;
+    for (size_t i = 0; i < ranks.size(); i++) {
+        BNF_CHECK(ranks[i] >= 0 && ranks[i] < size_,
+                  "ProcessGroup::split: rank " << ranks[i] << " is not in this group of size " << size_);
+        for (size_t j = 0; j < i; j++) {
+            BNF_CHECK(ranks[j] != ranks[i], "ProcessGroup::split: rank " << ranks[i] << " is listed twice");
+        }
+        if (ranks[i] == rank_) position = static_cast<int>(i);
+    }
+    return position;
+}
+
+std::shared_ptr<ProcessGroup> ProcessGroup::mpi(MPI_Comm comm) {
+    if (comm == MPI_COMM_WORLD) return world();
+    detail::require_mpi_initialized("ProcessGroup::mpi");
+    BNF_CHECK(comm != MPI_COMM_NULL, "ProcessGroup::mpi: comm is MPI_COMM_NULL");
+    return std::make_shared<detail::MpiProcessGroup>(detail::private_duplicate(comm));
+}
+
+std::shared_ptr<ProcessGroup> ProcessGroup::world() {
+    static std::mutex mutex;
+    static std::shared_ptr<ProcessGroup> world;
+    std::lock_guard<std::mutex> lock(mutex);
+    if (world) return world;
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (!initialized) {
+        int provided = 0;
+        detail::check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+        // Groups still alive at exit see MPI_Finalized and skip MPI_Comm_free.
+        std::atexit([] {
+            int finalized = 0;
+            MPI_Finalized(&finalized);
+            if (!finalized) MPI_Finalize();
+        });
+    }
+    detail::require_mpi_initialized("ProcessGroup::world");
+    world = std::make_shared<detail::MpiProcessGroup>(detail::private_duplicate(MPI_COMM_WORLD));
+    return world;
+}
+
+std::shared_ptr<ProcessGroup> ProcessGroup::nccl(std::shared_ptr<ProcessGroup> bootstrap) {
+    return nccl(std::move(bootstrap), NcclOptions{});
+}
+
+}  // namespace bnforge

@@ -1,0 +1,33 @@
+// The MPI process group, visible to the other backends: NCCL bootstraps over it.
+#pragma once
+#include <bnforge/process_group.h>
+
+namespace bnforge::detail {
+
+class MpiProcessGroup final : public ProcessGroup {
+public:
+    // Takes ownership of `comm` (a communicator bnforge created: freed with it).
+    explicit MpiProcessGroup(MPI_Comm comm);
+    ~MpiProcessGroup() override;
+
+    std::string backend() const override { return "mpi"; }
+    std::shared_ptr<ProcessGroup> split(const std::vector<int>& ranks) override;
+    void all_gather(const double* send, double* recv, size_t count) override;
+    void all_reduce_sum(double* data, size_t count) override;
+
+    MPI_Comm comm() const { return comm_; }
+    // The MPI sub-communicator of `ranks` (MPI_COMM_NULL for non-members),
+    // with bnforge's error handler. Collective over this group.
+    MPI_Comm split_comm(const std::vector<int>& ranks) const;
+
+private:
+    MPI_Comm comm_;
+};
+
+// Throws bnforge::Error naming `call` and MPI's message unless rc == MPI_SUCCESS.
+void check_mpi(int rc, const char* call);
+
+// The group as an MPI group, or an Error naming `what` (NCCL bootstraps need one).
+MpiProcessGroup& as_mpi(ProcessGroup& group, const char* what);
+
+}  // namespace bnforge::detail
