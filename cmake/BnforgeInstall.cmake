@@ -24,6 +24,16 @@ add_custom_command(OUTPUT ${merged}
                    VERBATIM)
 add_custom_target(bnforge_package ALL DEPENDS ${merged})
 
+# Process groups and SyncBatchNorm (MPI, and NCCL when built): a second
+# archive, bnforge::distributed, for the applications that distribute.
+set(BNFORGE_INSTALL_NCCL_LIBRARY "")
+if (TARGET bnforge_distributed)
+    install(FILES $<TARGET_FILE:bnforge_distributed> DESTINATION ${CMAKE_INSTALL_LIBDIR}
+            RENAME libbnforge_distributed.a)
+    if (bnforge_nccl)
+        set(BNFORGE_INSTALL_NCCL_LIBRARY ${NCCL_LIBRARY})
+    endif ()
+endif ()
 set(config_dir ${CMAKE_INSTALL_LIBDIR}/cmake/bnforge)
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/bnforgeConfig.cmake.in
                               ${package_dir}/bnforgeConfig.cmake

@@ -1,5 +1,6 @@
 # ctest driver: install the build into a scratch prefix, then configure, build
-# and run examples/train_step against it as a separate CMake project would.
+# and run examples/train_step (and, given MPIEXEC, examples/sync_bn) against it
+# as a separate CMake project would.
 foreach (var BUILD_DIR SOURCE_DIR WORK_DIR)
     if (NOT ${var})
         message(FATAL_ERROR "${var} is not set")
@@ -19,3 +20,11 @@ run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/examples/train_step -B ${WORK_DIR}/build -
     -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix)
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
 run(${WORK_DIR}/build/train_step)
+
+# The data-parallel example against bnforge::distributed, on 2 ranks.
+if (MPIEXEC)
+    run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/examples/sync_bn -B ${WORK_DIR}/build_sync_bn -DCMAKE_BUILD_TYPE=Release
+        -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix)
+    run(${CMAKE_COMMAND} --build ${WORK_DIR}/build_sync_bn)
+    run(${MPIEXEC} -n 2 --allow-run-as-root --oversubscribe ${WORK_DIR}/build_sync_bn/sync_bn)
+endif ()
