@@ -30,13 +30,16 @@ test: build
 	@$(CTEST) --test-dir $(BUILD) -j $(JOBS) --output-on-failure --timeout 900
 
 # The CPU benchmark against PyTorch, oneDNN and the copy floor; installs the
-# peers, runs everything in one process, writes bench/results/<date>-<machine>.{md,png}.
+# peers, runs everything in one process, then SyncBatchNorm's cost under mpirun
+# (bench/sync_bn.sh); writes bench/results/<date>-<machine>.{md,png}.
 BENCH_ARGS ?=
 bench:
 	@tools/setup.sh bench
 	@$(MAKE) --no-print-directory build
 	@$(BUILD)/bench/bnforge_bench --benchmark_out=$(BUILD)/bench.json --benchmark_out_format=json $(BENCH_ARGS)
-	@$(VENV)/bin/python bench/report.py $(BUILD)/bench.json --out-dir bench/results --analysis bench/analysis.md
+	@bench/sync_bn.sh $(BUILD) $(BUILD)/sync_bn.md
+	@$(VENV)/bin/python bench/report.py $(BUILD)/bench.json --out-dir bench/results --analysis bench/analysis.md \
+	    --section $(BUILD)/sync_bn.md
 
 install: build
 	@$(CMAKE) --install $(BUILD) --prefix $(PREFIX)

@@ -848,6 +848,8 @@ def main(argv=None):
     ap.add_argument("json", help="the benchmark's --benchmark_out file (JSON format)")
     ap.add_argument("--out-dir", default="bench/results", help="where the .md/.png/.dat/.gp go (default: %(default)s)")
     ap.add_argument("--analysis", help="Markdown file with hand-written explanations, included verbatim if it exists")
+    ap.add_argument("--section", action="append", default=[],
+                    help="Markdown file of a further section (e.g. bench/sync_bn.sh's), included verbatim before the analysis")
     ap.add_argument("--command", default="make bench", help="the command that produced the JSON (default: %(default)s)")
     args = ap.parse_args(argv)
 
@@ -976,6 +978,13 @@ def main(argv=None):
                               ("all %d cases" % len(cs)) if len(cs) == len(d.cases(op)) > 1 else ", ".join(cs)]
                              for (op, impl, msg), cs in grouped.items()], left=4))
         md.append("")
+
+    for section in args.section:
+        if os.path.isfile(section):
+            with open(section, encoding="utf-8") as f:
+                md += [f.read().rstrip("\n"), ""]
+        else:
+            warn("--section %s does not exist; left out" % section)
 
     if args.analysis:
         if os.path.isfile(args.analysis):
