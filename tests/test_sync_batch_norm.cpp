@@ -157,8 +157,33 @@ TEST(ProcessGroup, SplitRejectsBadRankLists) {
 }
 
 TEST(ProcessGroup, NcclBuildIsReported) {
-    if (ProcessGroup::nccl_available()) GTEST_SKIP() << "built with NCCL: the GPU machine runs the NCCL checks";
+    if (ProcessGroup::nccl_available()) GTEST_SKIP() << "built with NCCL: NcclProcessGroup.* run where a GPU is";
     EXPECT_ERROR_CONTAINS(ProcessGroup::nccl(world()), "built without NCCL");
+}
+
+// NCCL's collectives and split on a world of one rank (one GPU cannot host
+// two NCCL ranks; the multi-rank logic above is the same for both backends).
+// Run by ctest with 1 rank; skips without NCCL or without a GPU.
+TEST(NcclProcessGroup, WorldOfOneOnTheGpu) {
+    if (!ProcessGroup::nccl_available()) GTEST_SKIP() << "built without NCCL";
+    if (world()->size() != 1) GTEST_SKIP() << "one NCCL rank per GPU: run with 1 rank";
+    std::shared_ptr<ProcessGroup> nccl;
+    try {
+        nccl = ProcessGroup::nccl(world());
+    } catch (const Error& e) {
+        GTEST_SKIP() << "no usable GPU: " << e.what();
+    }
+    EXPECT_EQ(nccl->backend(), "nccl");
+    EXPECT_EQ(nccl->size(), 1);
+    std::vector<double> v = {1.25, -3.5, 7.0}, gathered(3, 0.0);
+    nccl->all_gather(v.data(), gathered.data(), v.size());
+    EXPECT_EQ(gathered, v);
+    nccl->all_reduce_sum(v.data(), v.size());
+    EXPECT_EQ(v, (std::vector<double>{1.25, -3.5, 7.0}));
+    auto sub = nccl->split({0});
+    ASSERT_NE(sub, nullptr);
+    EXPECT_EQ(sub->backend(), "nccl");
+    expect_matches_whole_batch(sub, {{6}}, {BatchNormOptions::pytorch(4), 4, 3, 5}, 111);
 }
 
 TEST(SyncBatchNorm, EqualBatchesPyTorchConvention) {
@@ -256,6 +281,7 @@ TEST(SyncBatchNorm, EvalAndFreezeExchangeNothing) {
 // A channel count that differs across ranks is an error on every rank, and
 // changes nothing; the group still works afterwards.
 TEST(SyncBatchNorm, MismatchedChannelsFailOnEveryRank) {
+    if (world()->size() < 2) GTEST_SKIP() << "needs 2 ranks";
     const int rank = world()->rank();
     const int64_t channels = 4 + (rank == 1 ? 1 : 0);
     SyncBatchNorm sync(BatchNormOptions::pytorch(channels));
