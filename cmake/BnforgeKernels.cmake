@@ -42,7 +42,10 @@ endforeach ()
 # (as bnforge_<name>, which then guards the tails: generators/autoschedule.h)
 # and emits the schedule chosen (<name>.schedule.h).
 function(bnforge_add_kernel name)
-    cmake_parse_arguments(PARSE_ARGV 1 ARG "" "GENERATOR;AUTOSCHEDULER" "TARGETS;PARAMS")
+    cmake_parse_arguments(PARSE_ARGV 1 ARG "" "GENERATOR;AUTOSCHEDULER;RUNTIME" "TARGETS;PARAMS")
+    if (NOT ARG_RUNTIME)
+        set(ARG_RUNTIME bnforge_halide_runtime)
+    endif ()
     set(autoschedule "")
     if (ARG_AUTOSCHEDULER)
         set(autoschedule AUTOSCHEDULER bnforge_${ARG_AUTOSCHEDULER} PLUGINS Halide::${ARG_AUTOSCHEDULER}
@@ -53,7 +56,7 @@ function(bnforge_add_kernel name)
                        GENERATOR ${ARG_GENERATOR}
                        TARGETS ${ARG_TARGETS}
                        FEATURES user_context large_buffers
-                       USE_RUNTIME bnforge_halide_runtime
+                       USE_RUNTIME ${ARG_RUNTIME}
                        ${autoschedule}
                        PARAMS ${ARG_PARAMS})
 endfunction()
@@ -64,8 +67,12 @@ function(_bnforge_register_kernel pipeline dtag layout fusion schedule name)
                  "BNFORGE_KERNEL(${pipeline}, cpu, ${dtag}, ${layout}, ${fusion}, ${schedule}, ${name})")
 endfunction()
 
+# GPU: the generator has a GPU schedule. Each variant is then also built for
+# BNFORGE_CUDA_TARGET (bnk_<pipeline>_cuda_..., every dtype) and, in float32,
+# for BNFORGE_OPENCL_TARGET (bnk_<pipeline>_opencl_f32_...), each against its
+# own Halide runtime (a GPU runtime must not meet the CPU kernels' one).
 function(bnforge_add_kernel_family)
-    cmake_parse_arguments(PARSE_ARGV 0 ARG "" "PIPELINE;GENERATOR" "FUSIONS;LAYOUTS")
+    cmake_parse_arguments(PARSE_ARGV 0 ARG "GPU" "PIPELINE;GENERATOR" "FUSIONS;LAYOUTS")
     if (NOT ARG_FUSIONS)
         set(ARG_FUSIONS none)
     endif ()
@@ -97,6 +104,19 @@ function(bnforge_add_kernel_family)
                 bnforge_add_kernel(${name} GENERATOR ${ARG_GENERATOR} TARGETS ${BNFORGE_CPU_TARGETS}
                                    PARAMS ${params} ${saved})
                 _bnforge_register_kernel(${ARG_PIPELINE} ${dtag} ${layout} ${fusion} manual ${name})
+
+                if (ARG_GPU AND BNFORGE_CUDA_TARGET)
+                    set(gpu_name bnk_${ARG_PIPELINE}_cuda_${dtag}_${layout}_${fusion})
+                    bnforge_add_kernel(${gpu_name} GENERATOR ${ARG_GENERATOR} TARGETS ${BNFORGE_CUDA_TARGET}
+                                       RUNTIME bnforge_halide_runtime_cuda PARAMS ${params})
+                    set_property(GLOBAL APPEND PROPERTY BNFORGE_CUDA_KERNEL_LIBS ${gpu_name})
+                endif ()
+                if (ARG_GPU AND BNFORGE_OPENCL_TARGET AND dtype STREQUAL "float32")
+                    set(gpu_name bnk_${ARG_PIPELINE}_opencl_${dtag}_${layout}_${fusion})
+                    bnforge_add_kernel(${gpu_name} GENERATOR ${ARG_GENERATOR} TARGETS ${BNFORGE_OPENCL_TARGET}
+                                       RUNTIME bnforge_halide_runtime_opencl PARAMS ${params})
+                    set_property(GLOBAL APPEND PROPERTY BNFORGE_OPENCL_KERNEL_LIBS ${gpu_name})
+                endif ()
 
                 if (dtype STREQUAL "float32")
                     foreach (scheduler IN LISTS BNFORGE_AUTOSCHEDULERS)

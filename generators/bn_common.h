@@ -63,6 +63,15 @@ constexpr int kEstN = 32, kEstC = 256, kEstS = 56 * 56;
     throw CompileError(std::string(generator) + " has no GPU schedule yet");
 }
 
+// A stored activation widened to float32. bfloat16 is the top half of a
+// float32, so its bits shifted up are the exact value: the same result as
+// cast<float>, and it sidesteps Halide 21's PTX backend, whose bfloat16
+// conversion fails an LLVM assertion ("Invalid cast").
+inline Expr widen_to_float(const Expr& v) {
+    if (!v.type().is_bfloat()) return cast<float>(v);
+    return reinterpret<float>(cast<uint32_t>(reinterpret<uint16_t>(v)) << 16);
+}
+
 // x − mean with the mean split as shift + offset (shift = the mean rounded to
 // float32, offset = the rest). x − shift is exact for data near the mean;
 // strict_float stops Halide and LLVM from reassociating it into
@@ -318,6 +327,47 @@ inline void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec,
     cs.total.compute_at(level);
 }
 
+// GPU schedule of channel_sums: one block per chunk, no atomics, so the
+// sums are deterministic. NCHW: a chunk is read by a warp of 32 threads along
+// the row (coalesced), each keeping a float32 partial in a register (rfactor),
+// then one thread adds the 32 partials. NHWC: threads run along the channels
+// (coalesced), each summing its channel's chunk serially. The float64 pass
+// over chunks is one thread per channel.
+inline void schedule_channel_sums_gpu(ChannelSums& cs, Layout layout) {
+    constexpr int kWarp = 32;
+    auto schedule = [&](Func& f, const RVar& r) {
+        f.compute_root();
+        if (layout == Layout::NCHW) {
+            RVar ro("ro"), ri("ri");
+            Var u("u"), kc("kc");
+            f.update().split(r, ro, ri, kWarp, TailStrategy::GuardWithIf);
+            Func lanes = f.update().rfactor(ri, u);
+            f.fuse(cs.k, cs.c, kc).gpu_blocks(kc, cs.g);
+            f.update().fuse(cs.k, cs.c, kc).gpu_blocks(kc, cs.g);
+            lanes.compute_at(f, kc).gpu_threads(u);
+            lanes.update().gpu_threads(u);
+        } else {
+            Var co("co"), ci("ci");
+            f.gpu_tile(cs.c, co, ci, kWarp, TailStrategy::GuardWithIf);
+            f.update().split(cs.c, co, ci, kWarp, TailStrategy::GuardWithIf).reorder(ci, co, cs.k, cs.g);
+            f.update().gpu_blocks(co, cs.k, cs.g).gpu_threads(ci);
+        }
+    };
+    schedule(cs.full, cs.r_full);
+    schedule(cs.tail, cs.r_tail);
+    Var co("co"), ci("ci");
+    cs.total.compute_root().gpu_tile(cs.c, co, ci, kWarp, TailStrategy::GuardWithIf);
+    for (int u = 0; u < cs.total.num_update_definitions(); u++) {
+        cs.total.update(u).gpu_tile(cs.c, co, ci, kWarp, TailStrategy::GuardWithIf);
+    }
+}
+
+// One thread per channel: per-channel outputs and small per-channel Funcs.
+inline void schedule_channels_gpu(Func f, const Var& c) {
+    Var co("co"), ci("ci");
+    f.compute_root().gpu_tile(c, co, ci, 32, TailStrategy::GuardWithIf);
+}
+
 // The per-channel shift of the statistics: a float32 mean of the first
 // kShiftSamples values of channel c in (s, n) order.
 inline Expr channel_shift(const Func& xf, const Expr& c, const Expr& spatial, const Expr& batch) {
@@ -346,7 +396,7 @@ template <class Buf>
 BatchSums batch_sums(const Buf& x, Layout layout, bool manual_schedule) {
     Var s("s"), c("c"), n("n");
     Func xf("xf");
-    xf(s, c, n) = cast<float>(at(x, layout, s, c, n));
+    xf(s, c, n) = widen_to_float(at(x, layout, s, c, n));
     const Expr spatial = spatial_extent(x, layout), batch = x.dim(2).extent();
     BatchSums out;
     out.shift = Func("shift");

@@ -38,8 +38,11 @@ public:
             // Estimates above are all an autoscheduler needs (plus leave to unroll, see bn_common.h).
             permit_estimate_unrolls();
         } else if (get_target().has_gpu_feature()) {
-            // GPU schedules come with the CUDA backend; no GPU library is built from this generator yet.
-            no_gpu_schedule_yet("bn_stats");
+            Var c = mean.args()[0];
+            schedule_channels_gpu(shift, shift.args()[0]);
+            schedule_channel_sums_gpu(sums, layout);
+            schedule_channels_gpu(mean, c);
+            schedule_channels_gpu(m2, c);
         } else if (has_saved_schedule()) {
             apply_saved_schedule();
         } else {

@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 
 profile=${1:-base}
 pkgs=(g++ make ninja-build python3-venv libgtest-dev googletest libbenchmark-dev
-      libopenmpi-dev openmpi-bin libdlpack-dev nlohmann-json3-dev)
+      libopenmpi-dev openmpi-bin libdlpack-dev nlohmann-json3-dev
+      pocl-opencl-icd ocl-icd-libopencl1)
 case "$profile" in
   dev)   pkgs+=(python3-torch python3-numpy) ;;
   bench) pkgs+=(libtorch-dev libdnnl-dev gnuplot-nox) ;;
