@@ -54,6 +54,9 @@ constexpr int kShiftSamples = 8;
 // Rows of the batch packed into one byte of the ReLU mask (see pack_mask_bits).
 constexpr int kMaskRows = 8;
 
+// Threads along the coalesced dimension of a GPU schedule: one warp.
+constexpr int kGpuWarp = 32;
+
 // Typical ResNet-50 stage sizes: the default estimates (autoschedulers need them).
 constexpr int kEstN = 32, kEstC = 256, kEstS = 56 * 56;
 
@@ -327,6 +330,16 @@ inline void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec,
     cs.total.compute_at(level);
 }
 
+// One thread per channel, a warp of channels per block: per-channel outputs,
+// small per-channel Funcs, and every update definition of them.
+inline void schedule_channels_gpu(Func f, const Var& c) {
+    Var co("co"), ci("ci");
+    f.compute_root().gpu_tile(c, co, ci, kGpuWarp, TailStrategy::GuardWithIf);
+    for (int u = 0; u < f.num_update_definitions(); u++) {
+        f.update(u).gpu_tile(c, co, ci, kGpuWarp, TailStrategy::GuardWithIf);
+    }
+}
+
 // GPU schedule of channel_sums: one block per chunk, no atomics, so the
 // sums are deterministic. NCHW: a chunk is read by a warp of 32 threads along
 // the row (coalesced), each keeping a float32 partial in a register (rfactor),
@@ -334,13 +347,12 @@ inline void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec,
 // (coalesced), each summing its channel's chunk serially. The float64 pass
 // over chunks is one thread per channel.
 inline void schedule_channel_sums_gpu(ChannelSums& cs, Layout layout) {
-    constexpr int kWarp = 32;
     auto schedule = [&](Func& f, const RVar& r) {
         f.compute_root();
         if (layout == Layout::NCHW) {
             RVar ro("ro"), ri("ri");
             Var u("u"), kc("kc");
-            f.update().split(r, ro, ri, kWarp, TailStrategy::GuardWithIf);
+            f.update().split(r, ro, ri, kGpuWarp, TailStrategy::GuardWithIf);
             Func lanes = f.update().rfactor(ri, u);
             f.fuse(cs.k, cs.c, kc).gpu_blocks(kc, cs.g);
             f.update().fuse(cs.k, cs.c, kc).gpu_blocks(kc, cs.g);
@@ -348,24 +360,14 @@ inline void schedule_channel_sums_gpu(ChannelSums& cs, Layout layout) {
             lanes.update().gpu_threads(u);
         } else {
             Var co("co"), ci("ci");
-            f.gpu_tile(cs.c, co, ci, kWarp, TailStrategy::GuardWithIf);
-            f.update().split(cs.c, co, ci, kWarp, TailStrategy::GuardWithIf).reorder(ci, co, cs.k, cs.g);
+            f.gpu_tile(cs.c, co, ci, kGpuWarp, TailStrategy::GuardWithIf);
+            f.update().split(cs.c, co, ci, kGpuWarp, TailStrategy::GuardWithIf).reorder(ci, co, cs.k, cs.g);
             f.update().gpu_blocks(co, cs.k, cs.g).gpu_threads(ci);
         }
     };
     schedule(cs.full, cs.r_full);
     schedule(cs.tail, cs.r_tail);
-    Var co("co"), ci("ci");
-    cs.total.compute_root().gpu_tile(cs.c, co, ci, kWarp, TailStrategy::GuardWithIf);
-    for (int u = 0; u < cs.total.num_update_definitions(); u++) {
-        cs.total.update(u).gpu_tile(cs.c, co, ci, kWarp, TailStrategy::GuardWithIf);
-    }
-}
-
-// One thread per channel: per-channel outputs and small per-channel Funcs.
-inline void schedule_channels_gpu(Func f, const Var& c) {
-    Var co("co"), ci("ci");
-    f.compute_root().gpu_tile(c, co, ci, 32, TailStrategy::GuardWithIf);
+    schedule_channels_gpu(cs.total, cs.c);
 }
 
 // The per-channel shift of the statistics: a float32 mean of the first
