@@ -30,9 +30,10 @@ public:
 
     void generate() {
         Expr c = layout == Layout::NCHW ? d1 : d0;
-        pre(d0, d1, n) = normalized(cast<float>((*x)(d0, d1, n)), shift(c), offset(c), scale(c), beta(c),
-                                    addend ? cast<float>((*addend)(d0, d1, n)) : Expr());
-        (*y)(d0, d1, n) = cast(dtype, fusion == Fusion::None ? Expr(pre(d0, d1, n)) : relu(pre(d0, d1, n)));
+        pre(d0, d1, n) = normalized(widen_to_float((*x)(d0, d1, n)), shift(c), offset(c), scale(c), beta(c),
+                                    addend ? widen_to_float((*addend)(d0, d1, n)) : Expr());
+        Expr out = fusion == Fusion::None ? Expr(pre(d0, d1, n)) : relu(pre(d0, d1, n));
+        (*y)(d0, d1, n) = narrow_from_float(dtype, out);
         if (mask) (*mask)(d0, d1, m) = pack_mask_bits(pre, d0, d1, m, x->dim(2).extent());
 
         set_batch_estimates(*x, layout);
@@ -47,7 +48,8 @@ public:
             // Estimates above are all an autoscheduler needs (plus leave to unroll, see bn_common.h).
             permit_estimate_unrolls();
         } else if (get_target().has_gpu_feature()) {
-            no_gpu_schedule_yet("bn_apply");
+            Var at = schedule_elementwise_gpu(*y, d0, d1, n, mask != nullptr);
+            if (mask) schedule_mask_gpu(*mask, *y, d0, d1, m, at);
         } else if (has_saved_schedule()) {
             apply_saved_schedule();
         } else {

@@ -29,12 +29,12 @@ public:
 
     void generate() {
         Expr c = layout == Layout::NCHW ? d1 : d0;
-        Expr gv = cast<float>((*dy)(d0, d1, n));
+        Expr gv = widen_to_float((*dy)(d0, d1, n));
         if (mask) gv = select(mask_bit(*mask, d0, d1, n), gv, 0.0f);
         g(d0, d1, n) = gv;
-        Expr xmu = centred(cast<float>((*x)(d0, d1, n)), shift(c), offset(c));
-        (*dx)(d0, d1, n) = cast(dtype, input_grad(g(d0, d1, n), xmu, k_dy(c), k_xmu(c), k_bias(c)));
-        if (daddend) (*daddend)(d0, d1, n) = cast(dtype, g(d0, d1, n));
+        Expr xmu = centred(widen_to_float((*x)(d0, d1, n)), shift(c), offset(c));
+        (*dx)(d0, d1, n) = narrow_from_float(dtype, input_grad(g(d0, d1, n), xmu, k_dy(c), k_xmu(c), k_bias(c)));
+        if (daddend) (*daddend)(d0, d1, n) = narrow_from_float(dtype, g(d0, d1, n));
 
         set_batch_estimates(*x, layout);
         set_batch_estimates(*dy, layout);
@@ -49,7 +49,13 @@ public:
             // Estimates above are all an autoscheduler needs (plus leave to unroll, see bn_common.h).
             permit_estimate_unrolls();
         } else if (get_target().has_gpu_feature()) {
-            no_gpu_schedule_yet("bn_backward_apply");
+            // With a mask, each thread takes the 8 rows of one mask byte, so it
+            // loads the byte once.
+            Var at = schedule_elementwise_gpu(*dx, d0, d1, n, mask != nullptr);
+            if (daddend) {
+                schedule_elementwise_gpu(*daddend, d0, d1, n, mask != nullptr);
+                daddend->compute_with(Func(*dx), at);
+            }
         } else if (has_saved_schedule()) {
             apply_saved_schedule();
         } else {

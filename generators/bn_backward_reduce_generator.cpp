@@ -25,13 +25,13 @@ public:
     void generate() {
         Var s("s"), c("c"), n("n"), d0("d0"), d1("d1");
         Func g_mem("g_mem");
-        Expr g = cast<float>((*dy)(d0, d1, n));
+        Expr g = widen_to_float((*dy)(d0, d1, n));
         if (mask) g = select(mask_bit(*mask, d0, d1, n), g, 0.0f);
         g_mem(d0, d1, n) = g;
 
         Func terms("terms");
         Expr gl = at(g_mem, layout, s, c, n);
-        Expr xmu = centred(cast<float>(at(*x, layout, s, c, n)), shift(c), offset(c));
+        Expr xmu = centred(widen_to_float(at(*x, layout, s, c, n)), shift(c), offset(c));
         terms(s, c, n) = Tuple(gl, gl * xmu);
 
         sums = channel_sums(terms, spatial_extent(*x, layout), x->dim(2).extent(), layout, manual_schedule());
@@ -52,7 +52,9 @@ public:
             // Estimates above are all an autoscheduler needs (plus leave to unroll, see bn_common.h).
             permit_estimate_unrolls();
         } else if (get_target().has_gpu_feature()) {
-            no_gpu_schedule_yet("bn_backward_reduce");
+            schedule_channel_sums_gpu(sums, layout);
+            schedule_channels_gpu(sum_dy, sum_dy.args()[0]);
+            schedule_channels_gpu(sum_dy_xmu, sum_dy_xmu.args()[0]);
         } else if (has_saved_schedule()) {
             apply_saved_schedule();
         } else {

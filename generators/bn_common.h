@@ -60,10 +60,13 @@ constexpr int kGpuWarp = 32;
 // Typical ResNet-50 stage sizes: the default estimates (autoschedulers need them).
 constexpr int kEstN = 32, kEstC = 256, kEstS = 56 * 56;
 
-// The CUDA schedules arrive with the GPU backend; until then a GPU target is a
-// configuration error rather than a silently unscheduled pipeline.
-[[noreturn]] inline void no_gpu_schedule_yet(const char* generator) {
-    throw CompileError(std::string(generator) + " has no GPU schedule yet");
+// The one-pass pipelines keep a channel's slab in a CPU core's L2; a GPU
+// runs the two passes (its stats and apply kernels stream at full bandwidth
+// across all SMs), so these generators have no GPU schedule, and a GPU target
+// is a configuration error rather than a silently unscheduled pipeline.
+[[noreturn]] inline void cpu_only_pipeline(const char* generator) {
+    throw CompileError(std::string(generator) + " is a CPU pipeline (one pass per L2-resident channel slab); "
+                       "GPU builds use the two-pass pipelines");
 }
 
 // A stored activation widened to float32. bfloat16 is the top half of a
@@ -73,6 +76,17 @@ constexpr int kEstN = 32, kEstC = 256, kEstS = 56 * 56;
 inline Expr widen_to_float(const Expr& v) {
     if (!v.type().is_bfloat()) return cast<float>(v);
     return reinterpret<float>(cast<uint32_t>(reinterpret<uint16_t>(v)) << 16);
+}
+
+// A float32 value stored as `type`. bfloat16 is rounded to nearest even on
+// the bits, exactly as Halide lowers the cast on CPUs, so CPU and GPU kernels
+// store the same values (and the PTX backend's bfloat16 cast is avoided, see
+// widen_to_float).
+inline Expr narrow_from_float(const Type& type, const Expr& v) {
+    if (!type.is_bfloat()) return cast(type, v);
+    Expr bits = reinterpret<uint32_t>(strict_float(v));
+    bits = bits + ((bits >> 16) & 1) + 0x7fff;
+    return reinterpret(BFloat(16), cast<uint16_t>(bits >> 16));
 }
 
 // x − mean with the mean split as shift + offset (shift = the mean rounded to
@@ -368,6 +382,52 @@ inline void schedule_channel_sums_gpu(ChannelSums& cs, Layout layout) {
     schedule(cs.full, cs.r_full);
     schedule(cs.tail, cs.r_tail);
     schedule_channels_gpu(cs.total, cs.c);
+}
+
+// GPU schedule of an elementwise output in memory order (d0, d1, n). d0 and
+// d1 are fused: one batch row of a dense tensor is contiguous in either
+// layout, so consecutive threads touch consecutive elements whatever the
+// shape (7x7 rows or 3-channel NHWC alike), and the channel is recovered by a
+// division per element, free in a memory-bound kernel. Blocks of
+// kGpuElementThreads threads; each thread handles 4 elements
+// kGpuElementThreads apart (unrolled: independent loads in flight, each one
+// coalesced across the warp). With `mask_rows`, the batch is taken kMaskRows
+// rows at a time instead: each thread takes one position of the 8 rows that
+// one ReLU-mask byte packs, so the mask's stage (schedule_mask_gpu) and any
+// sibling output join its thread loop, which this returns, with compute_with.
+constexpr int kGpuElementThreads = 256;
+
+inline Var schedule_elementwise_gpu(Func f, const Var& d0, const Var& d1, const Var& n, bool mask_rows = false) {
+    Var row("row"), t("t"), blk("blk"), thr("thr"), rest("rest"), u("u");
+    if (mask_rows) {
+        Var m("m"), ni("ni");
+        f.split(n, m, ni, kMaskRows, TailStrategy::GuardWithIf)
+            .fuse(d0, d1, row)
+            .fuse(row, m, t)
+            .reorder(ni, t)
+            .unroll(ni)
+            .gpu_tile(t, blk, thr, kGpuElementThreads, TailStrategy::GuardWithIf);
+        return thr;
+    }
+    const int per_thread = 4;
+    f.fuse(d0, d1, row)
+        .fuse(row, n, t)
+        .split(t, blk, rest, kGpuElementThreads * per_thread, TailStrategy::GuardWithIf)
+        .split(rest, u, thr, kGpuElementThreads)
+        .reorder(u, thr, blk)
+        .unroll(u)
+        .gpu_blocks(blk)
+        .gpu_threads(thr);
+    return thr;
+}
+
+// The ReLU mask (d0, d1, m) beside an output scheduled with mask_rows: the
+// same blocks and threads, each thread packing the byte of the 8 rows it
+// has just written.
+inline void schedule_mask_gpu(Func mask, Func main, const Var& d0, const Var& d1, const Var& m, const Var& at) {
+    Var row("row"), t("t"), blk("blk"), thr("thr");
+    mask.fuse(d0, d1, row).fuse(row, m, t).gpu_tile(t, blk, thr, kGpuElementThreads, TailStrategy::GuardWithIf);
+    mask.compute_with(main, at);
 }
 
 // The per-channel shift of the statistics: a float32 mean of the first

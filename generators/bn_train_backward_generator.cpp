@@ -39,12 +39,12 @@ public:
         Var s("s"), c("c");
 
         // bn_backward_reduce
-        Expr gv = cast<float>((*dy)(d0, d1, n));
+        Expr gv = widen_to_float((*dy)(d0, d1, n));
         if (mask) gv = select(mask_bit(*mask, d0, d1, n), gv, 0.0f);
         g(d0, d1, n) = gv;
         Func terms("terms");
         Expr gl = at(g, layout, s, c, n);
-        Expr xmu_l = centred(cast<float>(at(*x, layout, s, c, n)), shift(c), offset(c));
+        Expr xmu_l = centred(widen_to_float(at(*x, layout, s, c, n)), shift(c), offset(c));
         terms(s, c, n) = Tuple(gl, gl * xmu_l);
         Expr spatial = spatial_extent(*x, layout), batch = x->dim(2).extent();
         sums = channel_sums(terms, spatial, batch, layout, manual_schedule());
@@ -58,10 +58,10 @@ public:
                                  strict_float(cast<float>(scale(ch) * sums.total(ch)[0] / m)));
 
         // bn_backward_apply
-        Expr xmu = centred(cast<float>((*x)(d0, d1, n)), shift(ch), offset(ch));
-        (*dx)(d0, d1, n) = cast(dtype, input_grad(g(d0, d1, n), xmu, coefficients(ch)[0], coefficients(ch)[1],
-                                                  coefficients(ch)[2]));
-        if (daddend) (*daddend)(d0, d1, n) = cast(dtype, g(d0, d1, n));
+        Expr xmu = centred(widen_to_float((*x)(d0, d1, n)), shift(ch), offset(ch));
+        Expr grad = input_grad(g(d0, d1, n), xmu, coefficients(ch)[0], coefficients(ch)[1], coefficients(ch)[2]);
+        (*dx)(d0, d1, n) = narrow_from_float(dtype, grad);
+        if (daddend) (*daddend)(d0, d1, n) = narrow_from_float(dtype, g(d0, d1, n));
 
         set_batch_estimates(*x, layout);
         set_batch_estimates(*dy, layout);
@@ -79,7 +79,7 @@ public:
             // Estimates above are all an autoscheduler needs (plus leave to unroll, see bn_common.h).
             permit_estimate_unrolls();
         } else if (get_target().has_gpu_feature()) {
-            no_gpu_schedule_yet("bn_train_backward");
+            cpu_only_pipeline("bn_train_backward");
         } else if (has_saved_schedule()) {
             apply_saved_schedule();
         } else {

@@ -51,9 +51,11 @@ public:
                                  strict_float(cast<float>(cast<double>(weight(ch)) * invstd)));
 
         // bn_apply
-        pre(d0, d1, n) = normalized(cast<float>((*x)(d0, d1, n)), coefficients(ch)[0], coefficients(ch)[1],
-                                    coefficients(ch)[2], bias(ch), addend ? cast<float>((*addend)(d0, d1, n)) : Expr());
-        (*y)(d0, d1, n) = cast(dtype, fusion == Fusion::None ? Expr(pre(d0, d1, n)) : relu(pre(d0, d1, n)));
+        Expr added = addend ? widen_to_float((*addend)(d0, d1, n)) : Expr();
+        pre(d0, d1, n) = normalized(widen_to_float((*x)(d0, d1, n)), coefficients(ch)[0], coefficients(ch)[1],
+                                    coefficients(ch)[2], bias(ch), added);
+        Expr out = fusion == Fusion::None ? Expr(pre(d0, d1, n)) : relu(pre(d0, d1, n));
+        (*y)(d0, d1, n) = narrow_from_float(dtype, out);
         if (mask) (*mask)(d0, d1, m) = pack_mask_bits(pre, d0, d1, m, x->dim(2).extent());
 
         set_batch_estimates(*x, layout);
@@ -72,7 +74,7 @@ public:
             // Estimates above are all an autoscheduler needs (plus leave to unroll, see bn_common.h).
             permit_estimate_unrolls();
         } else if (get_target().has_gpu_feature()) {
-            no_gpu_schedule_yet("bn_train_forward");
+            cpu_only_pipeline("bn_train_forward");
         } else if (has_saved_schedule()) {
             apply_saved_schedule();
         } else {

@@ -1,20 +1,41 @@
 // The GPU schedules, run through Halide's OpenCL backend on PoCL (a CPU
-// OpenCL): the same generators and the same GPU schedule as the CUDA kernels,
-// so the block/thread mapping, the rfactor'd partials and the guards are
-// checked without a GPU. Compared with float64 sums of the same data.
+// OpenCL): the same generators and the same GPU schedules as the CUDA
+// kernels, so the block/thread mapping, the rfactor'd partials, the fused
+// mask stage and the guards are checked without a GPU. Every pipeline the GPU
+// runs (stats, apply, backward reduce, backward apply; each fusion, both
+// layouts) is compared with a float64 evaluation of the same data.
 //
-// This binary links the OpenCL kernels and their Halide runtime only (never
-// the CPU kernels' runtime), so it calls the kernels directly.
+// The kernels are called directly, through their argv entry points with
+// arguments matched by name, so a failure here is the schedule's own.
 #include <gtest/gtest.h>
 
 #include <HalideBuffer.h>
 #include <HalideRuntime.h>
 
+#include "bnk_apply_opencl_f32_nchw_add_relu.h"
+#include "bnk_apply_opencl_f32_nchw_none.h"
+#include "bnk_apply_opencl_f32_nchw_relu.h"
+#include "bnk_apply_opencl_f32_nhwc_add_relu.h"
+#include "bnk_apply_opencl_f32_nhwc_none.h"
+#include "bnk_apply_opencl_f32_nhwc_relu.h"
+#include "bnk_backward_apply_opencl_f32_nchw_add_relu.h"
+#include "bnk_backward_apply_opencl_f32_nchw_none.h"
+#include "bnk_backward_apply_opencl_f32_nchw_relu.h"
+#include "bnk_backward_apply_opencl_f32_nhwc_add_relu.h"
+#include "bnk_backward_apply_opencl_f32_nhwc_none.h"
+#include "bnk_backward_apply_opencl_f32_nhwc_relu.h"
+#include "bnk_backward_reduce_opencl_f32_nchw_masked.h"
+#include "bnk_backward_reduce_opencl_f32_nchw_none.h"
+#include "bnk_backward_reduce_opencl_f32_nhwc_masked.h"
+#include "bnk_backward_reduce_opencl_f32_nhwc_none.h"
 #include "bnk_stats_opencl_f32_nchw_none.h"
 #include "bnk_stats_opencl_f32_nhwc_none.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -28,71 +49,257 @@ std::string g_last_error;
 // Halide's default handler aborts; keep the message for the test's failure.
 void record_halide_error(void*, const char* msg) { g_last_error = msg; }
 
-struct StatsCase {
+struct Kernel {
+    int (*argv_fn)(void**);
+    const halide_filter_metadata_t* (*metadata_fn)();
+};
+#define BNK(name) Kernel{name##_argv, name##_metadata}
+
+// Variants indexed by layout: [0] NCHW, [1] NHWC.
+const Kernel kStats[2] = {BNK(bnk_stats_opencl_f32_nchw_none), BNK(bnk_stats_opencl_f32_nhwc_none)};
+const Kernel kApply[3][2] = {
+    {BNK(bnk_apply_opencl_f32_nchw_none), BNK(bnk_apply_opencl_f32_nhwc_none)},
+    {BNK(bnk_apply_opencl_f32_nchw_relu), BNK(bnk_apply_opencl_f32_nhwc_relu)},
+    {BNK(bnk_apply_opencl_f32_nchw_add_relu), BNK(bnk_apply_opencl_f32_nhwc_add_relu)}};
+const Kernel kBackwardReduce[2][2] = {
+    {BNK(bnk_backward_reduce_opencl_f32_nchw_none), BNK(bnk_backward_reduce_opencl_f32_nhwc_none)},
+    {BNK(bnk_backward_reduce_opencl_f32_nchw_masked), BNK(bnk_backward_reduce_opencl_f32_nhwc_masked)}};
+const Kernel kBackwardApply[3][2] = {
+    {BNK(bnk_backward_apply_opencl_f32_nchw_none), BNK(bnk_backward_apply_opencl_f32_nhwc_none)},
+    {BNK(bnk_backward_apply_opencl_f32_nchw_relu), BNK(bnk_backward_apply_opencl_f32_nhwc_relu)},
+    {BNK(bnk_backward_apply_opencl_f32_nchw_add_relu), BNK(bnk_backward_apply_opencl_f32_nhwc_add_relu)}};
+#undef BNK
+
+enum Fusion { kNone = 0, kRelu = 1, kAddRelu = 2 };
+
+// Runs `k` with every argument its metadata lists taken from `args` by name,
+// then copies every output back to the host.
+void run(const Kernel& k, const std::map<std::string, halide_buffer_t*>& args) {
+    halide_set_error_handler(record_halide_error);
+    const halide_filter_metadata_t* md = k.metadata_fn();
+    std::vector<void*> argv;
+    void* user_context = nullptr;
+    for (int i = 0; i < md->num_arguments; i++) {
+        if (std::strcmp(md->arguments[i].name, "__user_context") == 0) {
+            argv.push_back(&user_context);
+            continue;
+        }
+        auto it = args.find(md->arguments[i].name);
+        ASSERT_NE(it, args.end()) << "the test supplies no argument " << md->arguments[i].name;
+        // Inputs were written on the host: have Halide upload them.
+        if (md->arguments[i].kind == halide_argument_kind_input_buffer) it->second->set_host_dirty(true);
+        argv.push_back(it->second);
+    }
+    g_last_error.clear();
+    ASSERT_EQ(k.argv_fn(argv.data()), 0)
+        << "OpenCL kernel failed (is PoCL installed? tools/setup.sh installs it): " << g_last_error;
+    for (int i = 0; i < md->num_arguments; i++) {
+        if (md->arguments[i].kind != halide_argument_kind_output_buffer) continue;
+        ASSERT_EQ(halide_copy_to_host(nullptr, args.at(md->arguments[i].name)), 0) << g_last_error;
+    }
+}
+
+struct Shape {
     bool nhwc;
     int n, c, s;
-    double mean_scale;  // data far from zero exercise the shifted sums
 };
 
-std::string case_name(const ::testing::TestParamInfo<StatsCase>& info) {
-    const StatsCase& k = info.param;
+std::string shape_name(const ::testing::TestParamInfo<Shape>& info) {
+    const Shape& k = info.param;
     return std::string(k.nhwc ? "nhwc_" : "nchw_") + std::to_string(k.n) + "x" + std::to_string(k.c) + "x" +
-           std::to_string(k.s) + (k.mean_scale > 100 ? "_far" : "");
+           std::to_string(k.s);
 }
 
-class GpuStats : public ::testing::TestWithParam<StatsCase> {};
+// A batch tensor in the kernels' memory order, NCHW (s, c, n) or NHWC
+// (c, s, n), addressed by logical (s, c, n).
+struct Batch {
+    Shape shape;
+    Buffer<float> buf;
+    explicit Batch(const Shape& k)
+        : shape(k), buf(k.nhwc ? Buffer<float>(k.c, k.s, k.n) : Buffer<float>(k.s, k.c, k.n)) {}
+    float& operator()(int s, int c, int n) { return shape.nhwc ? buf(c, s, n) : buf(s, c, n); }
+};
 
-TEST_P(GpuStats, MatchesFloat64Sums) {
-    const StatsCase k = GetParam();
-    halide_set_error_handler(record_halide_error);
-    // Memory order: NCHW (s, c, n), NHWC (c, s, n).
-    Buffer<float> x = k.nhwc ? Buffer<float>(k.c, k.s, k.n) : Buffer<float>(k.s, k.c, k.n);
-    std::mt19937 rng(1234 + k.n * 7 + k.c * 13 + k.s);
-    std::normal_distribution<double> normal(0.0, 1.0);
-    std::vector<double> offset(k.c), scale(k.c);
-    for (int c = 0; c < k.c; c++) {
-        offset[c] = k.mean_scale * normal(rng);
-        scale[c] = 0.5 + c % 3;
+// The ReLU mask in memory order (d0, d1, ceil(N / 8)); bit k of byte m is row 8m + k.
+Buffer<uint8_t> make_mask(const Shape& k) {
+    const int bytes = (k.n + 7) / 8;
+    return k.nhwc ? Buffer<uint8_t>(k.c, k.s, bytes) : Buffer<uint8_t>(k.s, k.c, bytes);
+}
+uint8_t& mask_byte(Buffer<uint8_t>& mask, const Shape& k, int s, int c, int n) {
+    return k.nhwc ? mask(c, s, n / 8) : mask(s, c, n / 8);
+}
+bool mask_bit(Buffer<uint8_t>& mask, const Shape& k, int s, int c, int n) {
+    return (mask_byte(mask, k, s, c, n) >> (n % 8)) & 1;
+}
+
+std::vector<double> as_vector(const Buffer<float>& v) {
+    std::vector<double> out(v.dim(0).extent());
+    for (size_t i = 0; i < out.size(); i++) out[i] = v(static_cast<int>(i));
+    return out;
+}
+
+class GpuSchedule : public ::testing::TestWithParam<Shape> {
+protected:
+    std::mt19937 rng{1234u + static_cast<unsigned>(GetParam().n * 7 + GetParam().c * 13 + GetParam().s)};
+    std::normal_distribution<double> normal{0.0, 1.0};
+
+    // Random values around a per-channel centre.
+    Batch random_batch(double spread, const std::vector<double>* centre = nullptr) {
+        const Shape& k = GetParam();
+        Batch b(k);
+        for_each_element([&](int s, int c, int n) {
+            b(s, c, n) = static_cast<float>((centre ? (*centre)[c] : 0.0) + spread * normal(rng));
+        });
+        return b;
     }
-    auto value = [&](int s, int c, int n) -> float& { return k.nhwc ? x(c, s, n) : x(s, c, n); };
-    for (int n = 0; n < k.n; n++)
-        for (int c = 0; c < k.c; c++)
-            for (int s = 0; s < k.s; s++) value(s, c, n) = static_cast<float>(offset[c] + scale[c] * normal(rng));
-    x.set_host_dirty();
-
-    Buffer<double> mean(k.c), m2(k.c);
-    mean.fill(std::numeric_limits<double>::quiet_NaN());
-    m2.fill(std::numeric_limits<double>::quiet_NaN());
-    g_last_error.clear();
-    const int rc = k.nhwc ? bnk_stats_opencl_f32_nhwc_none(nullptr, x, mean, m2)
-                          : bnk_stats_opencl_f32_nchw_none(nullptr, x, mean, m2);
-    ASSERT_EQ(rc, 0) << "OpenCL kernel failed (is PoCL installed? tools/setup.sh installs it): " << g_last_error;
-    ASSERT_EQ(mean.copy_to_host(), 0) << g_last_error;
-    ASSERT_EQ(m2.copy_to_host(), 0) << g_last_error;
-
-    const double count = static_cast<double>(k.n) * k.s;
-    for (int c = 0; c < k.c; c++) {
-        double sum = 0, m2_ref = 0;
+    Buffer<float> channel_values(double centre, double spread) {
+        Buffer<float> v(GetParam().c);
+        for (int c = 0; c < GetParam().c; c++) v(c) = static_cast<float>(centre + spread * normal(rng));
+        return v;
+    }
+    Buffer<uint8_t> random_mask() {
+        Buffer<uint8_t> mask = make_mask(GetParam());
+        std::uniform_int_distribution<int> byte(0, 255);
+        mask.for_each_value([&](uint8_t& v) { v = static_cast<uint8_t>(byte(rng)); });
+        return mask;
+    }
+    template <class F>
+    void for_each_element(F f) {
+        const Shape& k = GetParam();
         for (int n = 0; n < k.n; n++)
-            for (int s = 0; s < k.s; s++) sum += value(s, c, n);
-        const double mu = sum / count;
-        for (int n = 0; n < k.n; n++)
-            for (int s = 0; s < k.s; s++) m2_ref += (value(s, c, n) - mu) * (value(s, c, n) - mu);
-        // The mean to 1e-6 of the spread (not of its distance from zero), M2 to 1e-5.
-        EXPECT_NEAR(mean(c), mu, 1e-6 * std::sqrt(m2_ref / count) + 1e-12) << "channel " << c;
-        EXPECT_NEAR(m2(c), m2_ref, 1e-5 * m2_ref) << "channel " << c;
+            for (int c = 0; c < k.c; c++)
+                for (int s = 0; s < k.s; s++) f(s, c, n);
+    }
+};
+
+TEST_P(GpuSchedule, StatsMatchFloat64) {
+    const Shape& k = GetParam();
+    for (double mean_scale : {2.0, 1e4}) {  // far from zero exercises the shifted sums
+        SCOPED_TRACE("means of scale " + std::to_string(mean_scale));
+        std::vector<double> centre(k.c);
+        for (double& v : centre) v = mean_scale * normal(rng);
+        Batch x = random_batch(1.0, &centre);
+        Buffer<double> mean(k.c), m2(k.c);
+        mean.fill(std::numeric_limits<double>::quiet_NaN());
+        m2.fill(std::numeric_limits<double>::quiet_NaN());
+        ASSERT_NO_FATAL_FAILURE(run(kStats[k.nhwc], {{"x", x.buf}, {"mean", mean}, {"m2", m2}}));
+
+        const double count = static_cast<double>(k.n) * k.s;
+        for (int c = 0; c < k.c; c++) {
+            double sum = 0, m2_ref = 0;
+            for (int n = 0; n < k.n; n++)
+                for (int s = 0; s < k.s; s++) sum += x(s, c, n);
+            const double mu = sum / count;
+            for (int n = 0; n < k.n; n++)
+                for (int s = 0; s < k.s; s++) m2_ref += (x(s, c, n) - mu) * (x(s, c, n) - mu);
+            // The mean to 1e-6 of the spread (not of its distance from zero), M2 to 1e-5.
+            EXPECT_NEAR(mean(c), mu, 1e-6 * std::sqrt(m2_ref / count) + 1e-12) << "channel " << c;
+            EXPECT_NEAR(m2(c), m2_ref, 1e-5 * m2_ref + 1e-12) << "channel " << c;
+        }
     }
 }
 
-// Rows shorter and longer than a chunk (2048 NCHW values; whole short rows are
-// grouped), a tail chunk, channel counts off the 32-thread tiles, N = 1, S = 1.
-INSTANTIATE_TEST_SUITE_P(PoCL, GpuStats,
-                         ::testing::Values(StatsCase{false, 2, 3, 35, 2.0}, StatsCase{false, 5, 7, 3136, 2.0},
-                                           StatsCase{false, 33, 4, 49, 2.0}, StatsCase{false, 1, 40, 1, 2.0},
-                                           StatsCase{false, 3, 70, 2100, 2.0}, StatsCase{false, 4, 5, 196, 1e4},
-                                           StatsCase{true, 2, 3, 35, 2.0}, StatsCase{true, 5, 7, 3136, 2.0},
-                                           StatsCase{true, 33, 4, 49, 2.0}, StatsCase{true, 1, 40, 1, 2.0},
-                                           StatsCase{true, 3, 70, 300, 2.0}, StatsCase{true, 4, 5, 196, 1e4}),
-                         case_name);
+TEST_P(GpuSchedule, ApplyMatchesFloat64) {
+    const Shape& k = GetParam();
+    for (Fusion fusion : {kNone, kRelu, kAddRelu}) {
+        SCOPED_TRACE("fusion " + std::to_string(fusion));
+        Buffer<float> shift = channel_values(0.0, 3.0), offset = channel_values(0.0, 1e-6),
+                      scale = channel_values(1.0, 0.5), beta = channel_values(0.0, 0.5);
+        const std::vector<double> centre = as_vector(shift);
+        Batch x = random_batch(1.0, &centre), addend = random_batch(0.5), y(k);
+        Buffer<uint8_t> mask = make_mask(k);
+        y.buf.fill(std::numeric_limits<float>::quiet_NaN());
+        mask.fill(0xA5);
+        std::map<std::string, halide_buffer_t*> args = {{"shift", shift}, {"offset", offset}, {"scale", scale},
+                                                        {"beta", beta},   {"x", x.buf},       {"y", y.buf}};
+        if (fusion != kNone) args["mask"] = mask;
+        if (fusion == kAddRelu) args["addend"] = addend.buf;
+        ASSERT_NO_FATAL_FAILURE(run(kApply[fusion][k.nhwc], args));
+
+        for_each_element([&](int s, int c, int n) {
+            double pre = (static_cast<double>(x(s, c, n)) - shift(c) - offset(c)) * scale(c) + beta(c);
+            if (fusion == kAddRelu) pre += addend(s, c, n);
+            const double ref = fusion == kNone ? pre : std::max(pre, 0.0);
+            ASSERT_NEAR(y(s, c, n), ref, 1e-6 * (1 + std::abs(pre))) << "(s, c, n) = " << s << ", " << c << ", " << n;
+            // A bit is set exactly where the stored output is positive (y = relu(pre)).
+            if (fusion != kNone) ASSERT_EQ(mask_bit(mask, k, s, c, n), y(s, c, n) > 0) << s << ", " << c << ", " << n;
+        });
+        if (fusion != kNone && k.n % 8) {  // the last byte's bits past the batch are clear
+            for (int c = 0; c < k.c; c++)
+                for (int s = 0; s < k.s; s++) ASSERT_EQ(mask_byte(mask, k, s, c, k.n - 1) >> (k.n % 8), 0);
+        }
+    }
+}
+
+TEST_P(GpuSchedule, BackwardReduceMatchesFloat64) {
+    const Shape& k = GetParam();
+    for (bool masked : {false, true}) {
+        SCOPED_TRACE(masked ? "masked" : "plain");
+        Buffer<float> shift = channel_values(5.0, 3.0), offset = channel_values(0.0, 1e-6);
+        const std::vector<double> centre = as_vector(shift);
+        Batch x = random_batch(1.0, &centre), dy = random_batch(1.0);
+        Buffer<uint8_t> mask = random_mask();
+        Buffer<double> sum_dy(k.c), sum_dy_xmu(k.c);
+        sum_dy.fill(std::numeric_limits<double>::quiet_NaN());
+        sum_dy_xmu.fill(std::numeric_limits<double>::quiet_NaN());
+        std::map<std::string, halide_buffer_t*> args = {{"shift", shift}, {"offset", offset},
+                                                        {"x", x.buf},     {"dy", dy.buf},
+                                                        {"sum_dy", sum_dy}, {"sum_dy_xmu", sum_dy_xmu}};
+        if (masked) args["mask"] = mask;
+        ASSERT_NO_FATAL_FAILURE(run(kBackwardReduce[masked][k.nhwc], args));
+
+        std::vector<double> ref_dy(k.c), ref_xmu(k.c), abs_dy(k.c), abs_xmu(k.c);
+        for_each_element([&](int s, int c, int n) {
+            const double g = masked && !mask_bit(mask, k, s, c, n) ? 0.0 : dy(s, c, n);
+            const double xmu = static_cast<double>(x(s, c, n)) - shift(c) - offset(c);
+            ref_dy[c] += g, abs_dy[c] += std::abs(g);
+            ref_xmu[c] += g * xmu, abs_xmu[c] += std::abs(g * xmu);
+        });
+        for (int c = 0; c < k.c; c++) {
+            EXPECT_NEAR(sum_dy(c), ref_dy[c], 1e-6 * abs_dy[c] + 1e-12) << "channel " << c;
+            EXPECT_NEAR(sum_dy_xmu(c), ref_xmu[c], 1e-6 * abs_xmu[c] + 1e-12) << "channel " << c;
+        }
+    }
+}
+
+TEST_P(GpuSchedule, BackwardApplyMatchesFloat64) {
+    const Shape& k = GetParam();
+    for (Fusion fusion : {kNone, kRelu, kAddRelu}) {
+        SCOPED_TRACE("fusion " + std::to_string(fusion));
+        Buffer<float> shift = channel_values(5.0, 3.0), offset = channel_values(0.0, 1e-6),
+                      k_dy = channel_values(1.0, 0.5), k_xmu = channel_values(0.0, 0.1),
+                      k_bias = channel_values(0.0, 0.1);
+        const std::vector<double> centre = as_vector(shift);
+        Batch x = random_batch(1.0, &centre), dy = random_batch(1.0), dx(k), daddend(k);
+        Buffer<uint8_t> mask = random_mask();
+        dx.buf.fill(std::numeric_limits<float>::quiet_NaN());
+        daddend.buf.fill(std::numeric_limits<float>::quiet_NaN());
+        std::map<std::string, halide_buffer_t*> args = {{"shift", shift}, {"offset", offset}, {"k_dy", k_dy},
+                                                        {"k_xmu", k_xmu}, {"k_bias", k_bias}, {"x", x.buf},
+                                                        {"dy", dy.buf},   {"dx", dx.buf}};
+        if (fusion != kNone) args["mask"] = mask;
+        if (fusion == kAddRelu) args["daddend"] = daddend.buf;
+        ASSERT_NO_FATAL_FAILURE(run(kBackwardApply[fusion][k.nhwc], args));
+
+        for_each_element([&](int s, int c, int n) {
+            const float g = fusion != kNone && !mask_bit(mask, k, s, c, n) ? 0.0f : dy(s, c, n);
+            const double xmu = static_cast<double>(x(s, c, n)) - shift(c) - offset(c);
+            const double ref = g * static_cast<double>(k_dy(c)) - xmu * k_xmu(c) - k_bias(c);
+            const double size = std::abs(g * k_dy(c)) + std::abs(xmu * k_xmu(c)) + std::abs(k_bias(c));
+            ASSERT_NEAR(dx(s, c, n), ref, 1e-6 * size + 1e-30) << "(s, c, n) = " << s << ", " << c << ", " << n;
+            if (fusion == kAddRelu) ASSERT_EQ(daddend(s, c, n), g) << s << ", " << c << ", " << n;
+        });
+    }
+}
+
+// Rows shorter and longer than a statistics chunk (2048 NCHW values; whole
+// short rows are grouped), tails of the 256-thread element blocks and of the
+// 32-thread channel tiles, batches off the 8-row mask bytes, N = 1, S = 1.
+INSTANTIATE_TEST_SUITE_P(PoCL, GpuSchedule,
+                         ::testing::Values(Shape{false, 2, 3, 35}, Shape{false, 5, 7, 3136}, Shape{false, 33, 4, 49},
+                                           Shape{false, 1, 40, 1}, Shape{false, 11, 70, 300}, Shape{true, 2, 3, 35},
+                                           Shape{true, 5, 7, 3136}, Shape{true, 33, 4, 49}, Shape{true, 1, 40, 1},
+                                           Shape{true, 11, 70, 300}),
+                         shape_name);
 
 }  // namespace
