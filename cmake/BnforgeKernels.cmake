@@ -42,10 +42,7 @@ endforeach ()
 # (as bnforge_<name>, which then guards the tails: generators/autoschedule.h)
 # and emits the schedule chosen (<name>.schedule.h).
 function(bnforge_add_kernel name)
-    cmake_parse_arguments(PARSE_ARGV 1 ARG "" "GENERATOR;AUTOSCHEDULER;RUNTIME" "TARGETS;PARAMS")
-    if (NOT ARG_RUNTIME)
-        set(ARG_RUNTIME bnforge_halide_runtime)
-    endif ()
+    cmake_parse_arguments(PARSE_ARGV 1 ARG "" "GENERATOR;AUTOSCHEDULER" "TARGETS;PARAMS")
     set(autoschedule "")
     if (ARG_AUTOSCHEDULER)
         set(autoschedule AUTOSCHEDULER bnforge_${ARG_AUTOSCHEDULER} PLUGINS Halide::${ARG_AUTOSCHEDULER}
@@ -56,21 +53,21 @@ function(bnforge_add_kernel name)
                        GENERATOR ${ARG_GENERATOR}
                        TARGETS ${ARG_TARGETS}
                        FEATURES user_context large_buffers
-                       USE_RUNTIME ${ARG_RUNTIME}
+                       USE_RUNTIME bnforge_halide_runtime
                        ${autoschedule}
                        PARAMS ${ARG_PARAMS})
 endfunction()
 
-function(_bnforge_register_kernel pipeline dtag layout fusion schedule name)
+function(_bnforge_register_kernel pipeline device dtag layout fusion schedule name)
     set_property(GLOBAL APPEND PROPERTY BNFORGE_KERNEL_LIBS ${name})
     set_property(GLOBAL APPEND PROPERTY BNFORGE_KERNEL_REGISTRY
-                 "BNFORGE_KERNEL(${pipeline}, cpu, ${dtag}, ${layout}, ${fusion}, ${schedule}, ${name})")
+                 "BNFORGE_KERNEL(${pipeline}, ${device}, ${dtag}, ${layout}, ${fusion}, ${schedule}, ${name})")
 endfunction()
 
 # GPU: the generator has a GPU schedule. Each variant is then also built for
 # BNFORGE_CUDA_TARGET (bnk_<pipeline>_cuda_..., every dtype) and, in float32,
-# for BNFORGE_OPENCL_TARGET (bnk_<pipeline>_opencl_f32_...), each against its
-# own Halide runtime (a GPU runtime must not meet the CPU kernels' one).
+# for BNFORGE_OPENCL_TARGET (bnk_<pipeline>_opencl_f32_...). They share the
+# one runtime, and land in the registry under their device.
 function(bnforge_add_kernel_family)
     cmake_parse_arguments(PARSE_ARGV 0 ARG "GPU" "PIPELINE;GENERATOR" "FUSIONS;LAYOUTS")
     if (NOT ARG_FUSIONS)
@@ -103,19 +100,19 @@ function(bnforge_add_kernel_family)
                 endif ()
                 bnforge_add_kernel(${name} GENERATOR ${ARG_GENERATOR} TARGETS ${BNFORGE_CPU_TARGETS}
                                    PARAMS ${params} ${saved})
-                _bnforge_register_kernel(${ARG_PIPELINE} ${dtag} ${layout} ${fusion} manual ${name})
+                _bnforge_register_kernel(${ARG_PIPELINE} cpu ${dtag} ${layout} ${fusion} manual ${name})
 
                 if (ARG_GPU AND BNFORGE_CUDA_TARGET)
                     set(gpu_name bnk_${ARG_PIPELINE}_cuda_${dtag}_${layout}_${fusion})
                     bnforge_add_kernel(${gpu_name} GENERATOR ${ARG_GENERATOR} TARGETS ${BNFORGE_CUDA_TARGET}
-                                       RUNTIME bnforge_halide_runtime_cuda PARAMS ${params})
-                    set_property(GLOBAL APPEND PROPERTY BNFORGE_CUDA_KERNEL_LIBS ${gpu_name})
+                                       PARAMS ${params})
+                    _bnforge_register_kernel(${ARG_PIPELINE} cuda ${dtag} ${layout} ${fusion} manual ${gpu_name})
                 endif ()
                 if (ARG_GPU AND BNFORGE_OPENCL_TARGET AND dtype STREQUAL "float32")
                     set(gpu_name bnk_${ARG_PIPELINE}_opencl_${dtag}_${layout}_${fusion})
                     bnforge_add_kernel(${gpu_name} GENERATOR ${ARG_GENERATOR} TARGETS ${BNFORGE_OPENCL_TARGET}
-                                       RUNTIME bnforge_halide_runtime_opencl PARAMS ${params})
-                    set_property(GLOBAL APPEND PROPERTY BNFORGE_OPENCL_KERNEL_LIBS ${gpu_name})
+                                       PARAMS ${params})
+                    _bnforge_register_kernel(${ARG_PIPELINE} opencl ${dtag} ${layout} ${fusion} manual ${gpu_name})
                 endif ()
 
                 if (dtype STREQUAL "float32")
@@ -124,7 +121,7 @@ function(bnforge_add_kernel_family)
                         bnforge_add_kernel(${name}_${schedule} GENERATOR ${ARG_GENERATOR}
                                            TARGETS ${BNFORGE_AUTOSCHEDULE_TARGET} AUTOSCHEDULER ${scheduler}
                                            PARAMS ${params} ${BNFORGE_AUTOSCHEDULE_PARAMS})
-                        _bnforge_register_kernel(${ARG_PIPELINE} ${dtag} ${layout} ${fusion} ${schedule}
+                        _bnforge_register_kernel(${ARG_PIPELINE} cpu ${dtag} ${layout} ${fusion} ${schedule}
                                                  ${name}_${schedule})
                     endforeach ()
                 endif ()

@@ -3,6 +3,7 @@
 #include "channel_values.h"
 #include "check.h"
 #include "conventions.h"
+#include "device.h"
 #include "kernels.h"
 
 #include <algorithm>
@@ -48,7 +49,8 @@ void validate_options(const BatchNormOptions& o, const std::string& module) {
               module << ": compute_mode is a MegEngine option");
     BNF_CHECK(o.dtype() == DType::Float32 || o.dtype() == DType::Float16 || o.dtype() == DType::BFloat16,
               module << ": dtype must be float32, float16 or bfloat16, got " << to_string(o.dtype()));
-    BNF_CHECK(o.device().is_cpu(), module << ": device " << o.device().str() << " is not supported by this build");
+    BNF_CHECK(detail::device_supported(o.device()),
+              module << ": device " << o.device().str() << " is not supported by this build (no kernels for it)");
 }
 
 std::string ranks_string(const std::vector<int64_t>& ranks) {
@@ -89,7 +91,7 @@ BatchNorm3d::BatchNorm3d(BatchNormOptions o) : BatchNormBase(std::move(o), "Batc
 FusedBatchNorm2d::FusedBatchNorm2d(BatchNormOptions o) : BatchNormBase(std::move(o), "FusedBatchNorm2d", {4}) {}
 
 int64_t BatchNormBase::num_batches_tracked() const {
-    return num_batches_tracked_.defined() ? num_batches_tracked_.data<int64_t>()[0] : 0;
+    return num_batches_tracked_.defined() ? static_cast<int64_t>(num_batches_tracked_.item({})) : 0;
 }
 
 void BatchNormBase::validate_input(const Tensor& x, const char* arg) const {
@@ -149,7 +151,7 @@ Tensor BatchNormBase::forward_impl(const Tensor& x, const Tensor* addend, Activa
 
     // Everything that can fail has run; commit.
     if (update_stats) {
-        if (num_batches_tracked_.defined()) num_batches_tracked_.data<int64_t>()[0] += 1;
+        if (num_batches_tracked_.defined()) num_batches_tracked_.set_item({}, num_batches_tracked() + 1.0);
         if (moments && moments->count > 0) update_running_stats(*moments);
     }
     saved_ = std::move(result.saved);
@@ -301,7 +303,7 @@ void BatchNormBase::load_state_dict(const StateDict& state, bool strict) {
         auto it = state.find(name);
         if (it == state.end()) continue;
         if (name == "num_batches_tracked") {
-            target.data<int64_t>()[0] = static_cast<int64_t>(it->second.item(std::vector<int64_t>(it->second.dim(), 0)));
+            target.set_item({}, it->second.item(std::vector<int64_t>(it->second.dim(), 0)));
         } else {
             detail::set_channel_values(target, detail::channel_values(it->second, channels, 0.0, name.c_str()));
         }

@@ -30,7 +30,9 @@ std::vector<double> channel_values(const Tensor& t, int64_t channels, double fal
     if (!t.defined()) return std::vector<double>(channels, fallback);
     BNF_CHECK(t.numel() == channels, arg << ": expected " << channels << " values (one per channel), got shape "
                                          << format_shape(t.shape()));
-    BNF_CHECK(t.device().is_cpu(), arg << ": per-channel tensors must be on cpu, got " << t.device().str());
+    // Per-channel parameters of a module on a GPU live there; the float64
+    // per-channel arithmetic reads a host copy of their C values.
+    if (!t.device().is_cpu()) return channel_values(t.to(Device::cpu()), channels, fallback, arg);
     std::vector<double> v(channels);
     if (t.dtype() == DType::Float32 && t.is_contiguous()) {
         const float* p = t.data<float>();
@@ -44,6 +46,12 @@ std::vector<double> channel_values(const Tensor& t, int64_t channels, double fal
 void set_channel_values(Tensor& t, const std::vector<double>& values) {
     const int64_t channels = static_cast<int64_t>(values.size());
     BNF_CHECK(t.numel() == channels, "internal: writing " << channels << " values into shape " << format_shape(t.shape()));
+    if (!t.device().is_cpu()) {
+        Tensor staged = t.to(Device::cpu());
+        set_channel_values(staged, values);
+        t.copy_(staged);
+        return;
+    }
     for (int64_t c = 0; c < channels; c++) t.set_item(channel_index(t, c), values[c]);
 }
 

@@ -8,6 +8,7 @@
 
 #include "check.h"
 #include "cpu_dispatch.h"
+#include "device.h"
 
 #include <HalideRuntime.h>
 
@@ -137,6 +138,10 @@ void install_halide_hooks() {
             g_max_level.store(static_cast<int>(*level));
         }
         halide_set_error_handler(&halide_error_to_context);
+        install_cuda_hooks();
+        // Device kernels upload the per-channel values on every call: keep
+        // Halide's device blocks for reuse rather than allocating each time.
+        halide_reuse_device_allocations(nullptr, true);
         halide_set_custom_can_use_target_features(&can_use_target_features);
     });
 }

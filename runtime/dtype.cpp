@@ -42,6 +42,7 @@ const char* to_string(Layout layout) {
 
 std::string Device::str() const {
     if (kind == Kind::CPU) return "cpu";
+    if (kind == Kind::OpenCL) return "opencl";
     return "cuda:" + std::to_string(index);
 }
 

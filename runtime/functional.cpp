@@ -2,6 +2,7 @@
 
 #include "channel_values.h"
 #include "check.h"
+#include "device.h"
 #include "kernels.h"
 #include "one_pass.h"
 
@@ -89,7 +90,12 @@ struct MaskView {
         dims[0] = {0, d0, 1, 0};
         dims[1] = {0, d1, d0, 0};
         dims[2] = {0, static_cast<int32_t>(mask.shape()[0]), d0 * d1, 0};
-        buf.host = static_cast<uint8_t*>(mask.raw_data());
+        if (mask.device().is_cpu()) {
+            buf.host = static_cast<uint8_t*>(mask.raw_data());
+        } else {
+            buf.device = reinterpret_cast<uint64_t>(mask.raw_data());
+            buf.device_interface = detail::device_interface(mask.device());
+        }
         buf.type = {halide_type_uint, 8, 1};
         buf.dimensions = 3;
         buf.dim = dims;
@@ -293,6 +299,7 @@ std::optional<BatchNormForward> train_forward_one_pass(const Tensor& x, double e
     if (addend) check_same_geometry(*addend, x, "addend", "x");
     const int64_t channels = x.shape()[1], count = per_channel_count(x);
     if (x.numel() == 0 || count < 2) return std::nullopt;  // the two-pass route owns these rules
+    if (!x.device().is_cpu()) return std::nullopt;         // a GPU streams both passes from memory
     const Layout kl = detail::kernel_layout_for(x, "x");
     BatchView xv, yv, av;
     detail::make_batch_view(xv, x, kl, "x");
@@ -346,6 +353,7 @@ std::optional<BatchNormBackward> train_backward_one_pass(const Tensor& dy, const
     // Only a forward with this batch's own statistics: a cross-process M needs
     // its sums reduced between the passes.
     if (!saved.batch_statistics || x.numel() == 0 || saved.count != per_channel_count(x)) return std::nullopt;
+    if (!x.device().is_cpu()) return std::nullopt;
     const Layout kl = detail::kernel_layout_for(x, "x");
     BatchView xv, dyv, dxv, dav;
     detail::make_batch_view(xv, x, kl, "x");

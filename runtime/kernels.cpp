@@ -2,6 +2,7 @@
 
 #include "check.h"
 #include "cpu_dispatch.h"
+#include "device.h"
 #include "kernel_headers.h"
 
 #include <climits>
@@ -16,6 +17,8 @@ constexpr DType dtype_from_tag_bf16 = DType::BFloat16;
 constexpr Layout layout_from_tag_nchw = Layout::NCHW;
 constexpr Layout layout_from_tag_nhwc = Layout::NHWC;
 constexpr Device::Kind device_from_tag_cpu = Device::Kind::CPU;
+constexpr Device::Kind device_from_tag_cuda = Device::Kind::CUDA;
+constexpr Device::Kind device_from_tag_opencl = Device::Kind::OpenCL;
 
 std::vector<KernelEntry> build_table() {
     std::vector<KernelEntry> table;
@@ -30,13 +33,7 @@ std::vector<KernelEntry> build_table() {
 
 }  // namespace
 
-// Halide reports errors through this handler (installed by
-// install_halide_hooks); the default one aborts. Each call passes its own
-// CallContext as the user context, so concurrent calls keep their messages apart.
-struct CallContext {
-    std::string error;
-};
-
+// Halide's default error handler aborts; this one keeps the message.
 void halide_error_to_context(void* user_context, const char* message) {
     if (user_context) static_cast<CallContext*>(user_context)->error += message;
 }
@@ -60,9 +57,17 @@ int32_t checked_int32(int64_t v, const char* arg, const char* what) {
     return static_cast<int32_t>(v);
 }
 
-void init_buffer(halide_buffer_t& buf, void* host, halide_type_t type, int dims, halide_dimension_t* dim) {
+// A view of `data`: host memory, or a device tensor's allocation (a Halide
+// device handle on the device's interface), which the kernels use in place.
+void init_buffer(halide_buffer_t& buf, void* data, Device device, halide_type_t type, int dims,
+                 halide_dimension_t* dim) {
     buf = halide_buffer_t{};
-    buf.host = static_cast<uint8_t*>(host);
+    if (device.is_cpu()) {
+        buf.host = static_cast<uint8_t*>(data);
+    } else {
+        buf.device = reinterpret_cast<uint64_t>(data);
+        buf.device_interface = device_interface(device);
+    }
     buf.type = type;
     buf.dimensions = dims;
     buf.dim = dim;
@@ -173,7 +178,9 @@ void make_batch_view(BatchView& view, const Tensor& x, Layout kernel_layout, con
         view.dims[1] = {0, checked_int32(spatial, arg, "spatial size"), checked_int32(inner, arg, "spatial stride"), 0};
     }
     view.dims[2] = {0, checked_int32(n, arg, "batch size"), checked_int32(stride_n, arg, "batch stride"), 0};
-    init_buffer(view.buf, x.raw_data(), halide_type_of(x.dtype()), 3, view.dims);
+    init_buffer(view.buf, x.raw_data(), x.device(), halide_type_of(x.dtype()), 3, view.dims);
+    // The CUDA context hooks run the next kernel on the device of its tensors.
+    if (x.device().is_cuda()) set_current_cuda_device(x.device().index);
 }
 
 Tensor empty_mask_for(const BatchView& view, Device device) {
@@ -183,12 +190,12 @@ Tensor empty_mask_for(const BatchView& view, Device device) {
 
 ChannelBuffer::ChannelBuffer(const float* data, int64_t channels) {
     dim = {0, checked_int32(channels, "channels", "count"), 1, 0};
-    init_buffer(buf, const_cast<float*>(data), {halide_type_float, 32, 1}, 1, &dim);
+    init_buffer(buf, const_cast<float*>(data), Device::cpu(), {halide_type_float, 32, 1}, 1, &dim);
 }
 
 ChannelBuffer::ChannelBuffer(const double* data, int64_t channels) {
     dim = {0, checked_int32(channels, "channels", "count"), 1, 0};
-    init_buffer(buf, const_cast<double*>(data), {halide_type_float, 64, 1}, 1, &dim);
+    init_buffer(buf, const_cast<double*>(data), Device::cpu(), {halide_type_float, 64, 1}, 1, &dim);
 }
 
 namespace {
@@ -227,7 +234,26 @@ void invoke(const KernelEntry& kernel, std::initializer_list<KernelArg> args) {
     if (matched != present) {
         throw Error(std::string("internal: kernel ") + kernel.name + " was given arguments it does not take");
     }
-    const int result = kernel.argv_fn(argv.data());
+    const Device device{kernel.device, 0};
+    if (!device.is_cpu()) {
+        // Host inputs (the per-channel values) must be uploaded: Halide copies a
+        // host buffer only when it is marked as written on the host.
+        for (int i = 0; i < meta->num_arguments; i++) {
+            auto* b = meta->arguments[i].kind == halide_argument_kind_input_buffer ? static_cast<halide_buffer_t*>(argv[i])
+                                                                                    : nullptr;
+            if (b && b->host && !b->device) b->set_host_dirty(true);
+        }
+    }
+    int result = kernel.argv_fn(argv.data());
+    if (!device.is_cpu()) {
+        // Per-channel host buffers: results back to the host, device copies released.
+        for (const KernelArg& arg : args) {
+            halide_buffer_t* b = arg.buffer;
+            if (!b || !b->host || !b->device) continue;
+            if (result == 0 && b->device_dirty()) result = halide_copy_to_host(user_context, b);
+            halide_device_free(user_context, b);
+        }
+    }
     if (result != 0) {
         throw Error(std::string("kernel ") + kernel.name + " failed (Halide error " + std::to_string(result) +
                     "): " + (context.error.empty() ? "no message" : context.error));

@@ -81,9 +81,18 @@ struct KernelArg {
     halide_buffer_t* buffer;
     const halide_scalar_value_t* scalar = nullptr;
 };
+// Halide reports errors through a handler (install_halide_hooks) that
+// appends them to the CallContext passed as the user context, so concurrent
+// calls keep their messages apart.
+struct CallContext {
+    std::string error;
+};
+
 // Runs `kernel` with the named arguments; every argument of the kernel must be
 // supplied exactly once, and no present one may be left over. Halide errors
-// become bnforge::Error.
+// become bnforge::Error. For a GPU kernel, batch buffers are device views
+// (make_batch_view of a device tensor); per-channel host buffers go up and
+// come back through Halide's device-allocation cache (C values each way).
 void invoke(const KernelEntry& kernel, std::initializer_list<KernelArg> args);
 // The kernel this thread invoked last (tests check which route ran); nullptr before any.
 const KernelEntry* last_invoked_kernel();

@@ -4,6 +4,7 @@
 #include <bnforge/tensor.h>
 
 #include "block_cache.h"
+#include "device.h"
 
 #include <dlpack/dlpack.h>
 
@@ -48,17 +49,14 @@ std::string shape_str(const std::vector<int64_t>& shape) {
     return s + (shape.size() == 1 ? ",)" : ")");
 }
 
-// The one place that knows which devices this build can hold memory on; a
-// CUDA build extends it (and allocate_bytes) rather than every caller.
+// The one place that knows which devices this build can hold memory on: the
+// CPU, and each GPU API the build has kernels for.
 void check_device_supported(Device device, const char* who) {
-    if (!device.is_cpu())
-        fail(std::string(who) + ": device " + device.str() + " is not supported by this build (CPU only)");
+    if (!detail::device_supported(device))
+        fail(std::string(who) + ": device " + device.str() + " is not supported by this build (no kernels for it)");
 }
 
-void check_on_cpu(Device device, const char* who) {
-    if (!device.is_cpu())
-        fail(std::string(who) + ": tensor is on " + device.str() + ", expected cpu (element access needs host memory)");
-}
+uint64_t device_handle(const void* data) { return reinterpret_cast<uint64_t>(data); }
 
 std::atomic<bool> g_poison_allocations{false};
 
@@ -70,8 +68,32 @@ struct Allocation {
 
 constexpr size_t kAlignment = 64;  // a cache line, and enough for any SIMD width Halide emits on CPU
 
+// Device memory, poisoned like host memory when asked (through a host copy:
+// poisoning is a testing aid, not a fast path).
+Allocation allocate_device_bytes(size_t nbytes, Device device) {
+    const size_t rounded = std::max<size_t>(kAlignment, (nbytes + kAlignment - 1) / kAlignment * kAlignment);
+    const uint64_t handle = detail::device_malloc(device, rounded);
+    if (g_poison_allocations.load(std::memory_order_relaxed)) {
+        std::vector<unsigned char> poison(rounded, 0xFF);
+        detail::copy_to_device(device, handle, poison.data(), rounded);
+    }
+    // The block's size and device travel in a heap context for the release.
+    struct Block {
+        Device device;
+        size_t bytes;
+    };
+    return {reinterpret_cast<void*>(handle),
+            [](void* p, void* context) {
+                auto* block = static_cast<Block*>(context);
+                detail::device_free(block->device, device_handle(p), block->bytes);
+                delete block;
+            },
+            new Block{device, rounded}};
+}
+
 Allocation allocate_bytes(size_t nbytes, Device device, const char* who) {
     check_device_supported(device, who);
+    if (!device.is_cpu()) return allocate_device_bytes(nbytes, device);
     // aligned_alloc needs a size that is a multiple of the alignment; an empty
     // tensor still gets a real (non-null) block so its data pointer is usable.
     const size_t rounded = std::max<size_t>(kAlignment, (nbytes + kAlignment - 1) / kAlignment * kAlignment);
@@ -301,10 +323,14 @@ Device device_from_dlpack(DLDevice device) {
     switch (device.device_type) {
         case kDLCPU:
         case kDLCUDAHost: return Device::cpu();
-        case kDLCUDA: fail("from_dlpack: device cuda is not supported by this build (CPU only)");
+        case kDLCUDA: {
+            const Device cuda = Device::cuda(device.device_id);
+            check_device_supported(cuda, "from_dlpack");
+            return cuda;
+        }
         default:
             fail("from_dlpack: device_type " + std::to_string(static_cast<int>(device.device_type)) +
-                 " is not supported, expected kDLCPU (1) or kDLCUDAHost (3)");
+                 " is not supported, expected kDLCPU (1), kDLCUDA (2) or kDLCUDAHost (3)");
     }
 }
 
@@ -434,6 +460,7 @@ DLManagedTensor* Tensor::to_dlpack() const {
     auto* ctx = new DLPackExport{*this, shape_, strides_, {}};
     DLTensor& dl = ctx->managed.dl_tensor;
     dl.data = data_;
+    if (device_.kind == Device::Kind::OpenCL) fail("to_dlpack: OpenCL tensors hold Halide handles, not DLPack memory");
     dl.device = {device_.is_cuda() ? kDLCUDA : kDLCPU, device_.index};
     dl.ndim = static_cast<int>(shape_.size());
     dl.dtype = dtype;
@@ -476,9 +503,9 @@ Tensor Tensor::to(Device device) const {
     check_defined(defined(), "Tensor::to");
     if (device == device_) return *this;
     check_device_supported(device, "Tensor::to");
-    check_device_supported(device_, "Tensor::to");
-    // Unreachable while only one device is supported; a CUDA build copies here.
-    fail("Tensor::to: no copy path from " + device_.str() + " to " + device.str());
+    Tensor out = empty(shape_, dtype_, device, layout_);
+    out.copy_(*this);
+    return out;
 }
 
 Tensor Tensor::clone() const {
@@ -509,9 +536,11 @@ void Tensor::copy_(const Tensor& src) {
     if (src.shape_ != shape_)
         fail("Tensor::copy_: source shape " + shape_str(src.shape_) + " does not match destination shape " +
              shape_str(shape_));
-    check_on_cpu(device_, "Tensor::copy_ (destination)");
-    check_on_cpu(src.device_, "Tensor::copy_ (source)");
     if (numel() == 0) return;
+    if (!device_.is_cpu() || !src.device_.is_cpu()) {
+        copy_across_devices(src);
+        return;
+    }
 
     // Reading and writing overlapping memory element by element could read
     // already-overwritten values; go through a private copy of the source.
@@ -546,9 +575,43 @@ void Tensor::copy_(const Tensor& src) {
     });
 }
 
+// Device memory moves as whole dense blocks; any conversion or restriding
+// happens on the host, in a staging copy.
+void Tensor::copy_across_devices(const Tensor& src) {
+    auto check_dense = [](const Tensor& t, const char* which) {
+        if (!t.device_.is_cpu() && !dense_in(t.shape_, t.strides_, t.layout_))
+            fail(std::string("Tensor::copy_: the ") + which + " on " + t.device_.str() +
+                 " must be dense (device copies move whole blocks)");
+    };
+    check_dense(*this, "destination");
+    check_dense(src, "source");
+    const bool same_bytes = dtype_ == src.dtype_ && layout_ == src.layout_ && dense_in(shape_, strides_, layout_) &&
+                            dense_in(src.shape_, src.strides_, src.layout_);
+    if (same_bytes && device_ == src.device_) {
+        detail::copy_within_device(device_, device_handle(data_), device_handle(src.data_), nbytes());
+    } else if (same_bytes && src.device_.is_cpu()) {
+        detail::copy_to_device(device_, device_handle(data_), src.data_, nbytes());
+    } else if (same_bytes && device_.is_cpu()) {
+        detail::copy_to_host(src.device_, data_, device_handle(src.data_), nbytes());
+    } else if (!src.device_.is_cpu()) {
+        Tensor staged = empty(src.shape_, src.dtype_, Device::cpu(), src.layout_);
+        staged.copy_(src);
+        copy_(staged);
+    } else {
+        Tensor staged = empty(shape_, dtype_, Device::cpu(), layout_);
+        staged.copy_(src);
+        copy_(staged);
+    }
+}
+
 void Tensor::fill_(double value) {
     check_defined(defined(), "Tensor::fill_");
-    check_on_cpu(device_, "Tensor::fill_");
+    if (!device_.is_cpu()) {
+        Tensor staged = empty(shape_, dtype_, Device::cpu(), layout_);
+        staged.fill_(value);
+        copy_(staged);
+        return;
+    }
     void* dst_data = data_;
     dispatch(dtype_, [&](auto tag) {
         using T = typename decltype(tag)::type;
@@ -562,7 +625,7 @@ void Tensor::fill_(double value) {
 
 double Tensor::item(const std::vector<int64_t>& index) const {
     check_defined(defined(), "Tensor::item");
-    check_on_cpu(device_, "Tensor::item");
+    if (!device_.is_cpu()) return to(Device::cpu()).item(index);  // a whole copy: for tests and tools
     const int64_t offset = element_offset(shape_, strides_, index, "Tensor::item");
     double result = 0;
     dispatch(dtype_, [&](auto tag) {
@@ -574,7 +637,12 @@ double Tensor::item(const std::vector<int64_t>& index) const {
 
 void Tensor::set_item(const std::vector<int64_t>& index, double value) {
     check_defined(defined(), "Tensor::set_item");
-    check_on_cpu(device_, "Tensor::set_item");
+    if (!device_.is_cpu()) {
+        Tensor staged = to(Device::cpu());
+        staged.set_item(index, value);
+        copy_(staged);
+        return;
+    }
     const int64_t offset = element_offset(shape_, strides_, index, "Tensor::set_item");
     dispatch(dtype_, [&](auto tag) {
         using T = typename decltype(tag)::type;

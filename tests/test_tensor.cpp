@@ -289,8 +289,8 @@ TEST(TensorEmpty, ZeroElementsAndScalarsAreDefined) {
 
 TEST(TensorEmpty, Errors) {
     EXPECT_ERROR_CONTAINS(Tensor::empty({2, 3, -1}, DType::Float32), "Tensor::empty: shape[2] = -1, expected >= 0");
-    EXPECT_ERROR_CONTAINS(Tensor::empty({2, 3}, DType::Float32, Device::cuda()),
-                          "Tensor::empty: device cuda:0 is not supported by this build (CPU only)");
+    // No such device anywhere (no driver here, or index 99 on a GPU machine).
+    EXPECT_ERROR_CONTAINS(Tensor::empty({2, 3}, DType::Float32, Device::cuda(99)), "cuda:99");
     EXPECT_ERROR_CONTAINS(Tensor::empty({int64_t{1} << 40, int64_t{1} << 40}, DType::Float32), "too large");
     EXPECT_ERROR_CONTAINS(Tensor::empty({int64_t{1} << 62}, DType::Float32), "too large");
     EXPECT_ERROR_CONTAINS(Tensor::empty({0, int64_t{1} << 40, int64_t{1} << 40}, DType::Float32), "too large");
@@ -391,8 +391,8 @@ TEST(FromBlob, Errors) {
     EXPECT_NO_THROW(Tensor::from_blob(nullptr, {0, 2}, DType::Float32, Device::cpu()));
     EXPECT_ERROR_CONTAINS(Tensor::from_blob(x, {2, 2, -1}, DType::Float32, Device::cpu()),
                           "from_blob: shape[2] = -1, expected >= 0");
-    EXPECT_ERROR_CONTAINS(Tensor::from_blob(x, {2, 2}, DType::Float32, Device::cuda()),
-                          "from_blob: device cuda:0 is not supported by this build (CPU only)");
+    // Borrowed device memory is the caller's promise: nothing is touched until a kernel runs.
+    EXPECT_EQ(Tensor::from_blob(x, {2, 2}, DType::Float32, Device::cuda()).device(), Device::cuda());
     EXPECT_ERROR_CONTAINS(Tensor::from_blob_strided(x, {2, 2}, {2, -1}, DType::Float32, Device::cpu()),
                           "from_blob: strides[1] = -1, expected >= 0");
     EXPECT_ERROR_CONTAINS(Tensor::from_blob_strided(x, {2, 2}, {2}, DType::Float32, Device::cpu()),
@@ -496,8 +496,6 @@ TEST(DLPack, FailedImportLeavesOwnershipWithCaller) {
         const char* message;
     };
     const Case cases[] = {
-        {"cuda", [](DLTensor& t) { t.device = {kDLCUDA, 0}; },
-         "from_dlpack: device cuda is not supported by this build"},
         {"opencl", [](DLTensor& t) { t.device = {kDLOpenCL, 0}; }, "from_dlpack: device_type 4 is not supported"},
         {"float64", [](DLTensor& t) { t.dtype = {kDLFloat, 64, 1}; }, "dtype (code 2, bits 64, lanes 1)"},
         {"uint16", [](DLTensor& t) { t.dtype = {kDLUInt, 16, 1}; }, "dtype (code 1, bits 16, lanes 1)"},
@@ -810,8 +808,7 @@ TEST(To, SameDeviceAliasesOthersAreUnsupported) {
     Tensor t = Tensor::empty({2}, DType::Float32);
     Tensor u = t.to(Device::cpu());
     EXPECT_TRUE(u.same_storage(t));
-    EXPECT_ERROR_CONTAINS(t.to(Device::cuda()), "Tensor::to: device cuda:0 is not supported by this build (CPU only)");
-    EXPECT_ERROR_CONTAINS(t.to(Device::cuda(1)), "device cuda:1");
+    EXPECT_ERROR_CONTAINS(t.to(Device::cuda(99)), "cuda:99");  // no such device (or no driver at all)
 }
 
 }  // namespace

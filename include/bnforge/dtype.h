@@ -20,13 +20,19 @@ const char* to_string(DType);
 enum class Layout { NCHW, NHWC };
 const char* to_string(Layout);
 
+// Where a tensor's memory lives. CUDA tensors hold a CUdeviceptr as their
+// data pointer (as PyTorch's do). OpenCL runs the same GPU kernels through
+// Halide's OpenCL backend, float32 only; it exists so that the GPU path runs
+// on any OpenCL device, a CPU one (PoCL) included, which is how CI tests it.
+// Its tensors' data pointer is Halide's opaque device handle (no offsets).
 struct Device {
-    enum class Kind { CPU, CUDA };
+    enum class Kind { CPU, CUDA, OpenCL };
     Kind kind = Kind::CPU;
     int index = 0;
 
     static Device cpu() { return {Kind::CPU, 0}; }
     static Device cuda(int index = 0) { return {Kind::CUDA, index}; }
+    static Device opencl() { return {Kind::OpenCL, 0}; }
     bool is_cpu() const { return kind == Kind::CPU; }
     bool is_cuda() const { return kind == Kind::CUDA; }
     std::string str() const;

@@ -69,6 +69,17 @@ CpuLevel best_cpu_level();
 // The Halide targets the CPU kernels were compiled for, best first.
 std::vector<std::string> cpu_targets();
 
+// CUDA. Kernels and copies that the calling thread starts run on this stream
+// (a CUstream / cudaStream_t, e.g. torch.cuda.current_stream().cuda_stream),
+// in the context current on the thread when it belongs to the tensors'
+// device (else that device's primary context, the CUDA runtime API's);
+// nullptr, the default, is the legacy default stream. Per thread; returns
+// the previous stream. libcuda.so.1 is found by the loader's usual search.
+void* set_cuda_stream(void* stream);
+void* cuda_stream();
+// CUDA devices usable by this process: 0 without a driver or a GPU.
+int cuda_device_count();
+
 // Host blocks of 1 MiB and more that tensors release are kept, up to this many
 // bytes, and reused for the next tensor of exactly the same size: a training
 // loop then stops paying the page faults of fresh mappings on every step.

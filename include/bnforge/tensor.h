@@ -28,7 +28,9 @@ public:
                                     DType dtype, Device device);
     // Zero-copy import; takes ownership of `managed` (its deleter runs when the
     // last handle goes away). Accepts float32/16, bfloat16, int64 and uint8 with
-    // one lane, in kDLCPU or kDLCUDAHost memory. If it throws, ownership stays with
+    // one lane, in kDLCPU, kDLCUDAHost or kDLCUDA memory (the last when the build
+    // has CUDA kernels; the memory must belong to the CUDA context the kernels
+    // will run in, see set_cuda_stream). If it throws, ownership stays with
     // the caller: the deleter has not run and the caller must still call it.
     static Tensor from_dlpack(DLManagedTensor* managed);
     // Zero-copy export; the returned tensor keeps this storage alive until its deleter is called.
@@ -51,6 +53,10 @@ public:
     // Dense (no gaps, no overlap) in its layout's dimension order.
     bool is_contiguous() const;
 
+    // Copies between devices are explicit: to(), copy_() — kernels never move
+    // a tensor between host and device behind the caller's back. On a GPU
+    // device, data() is the device address (as PyTorch's data_ptr()), and
+    // fill_/item/set_item go through a host copy (tests and tools).
     Tensor to(Device device) const;
     Tensor clone() const;                  // same shape, dtype, device, layout; new storage
     Tensor contiguous(Layout layout) const;  // a dense copy in `layout` (or *this when already so)
@@ -66,6 +72,7 @@ public:
 private:
     struct Storage;
     void check_dtype(DType requested) const;
+    void copy_across_devices(const Tensor& src);
 
     std::shared_ptr<Storage> storage_;
     void* data_ = nullptr;

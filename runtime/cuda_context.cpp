@@ -1,0 +1,162 @@
+// Halide's CUDA runtime asks for a context and a stream before every
+// allocation, copy and launch; by default it creates a context of its own
+// and runs on the default stream, and loads "libcuda.so", which a driver-only
+// install does not have (only libcuda.so.1). bnforge answers with the
+// application's: the context current on the calling thread when it belongs
+// to the tensor's device (PyTorch's, say), else that device's primary context
+// (the CUDA runtime API's), and the stream set with set_cuda_stream.
+#include <bnforge/runtime.h>
+
+#include "device.h"
+
+#include <HalideRuntimeCuda.h>
+
+#include <dlfcn.h>
+
+#include <mutex>
+
+namespace bnforge {
+
+namespace {
+
+using CUresult = int;
+using CUcontext = void*;
+using CUdevice = int;
+
+// The few driver entry points used here, from libcuda loaded once with
+// RTLD_GLOBAL: Halide's runtime then finds its own symbols in the process too.
+struct Driver {
+    CUresult (*cuInit)(unsigned) = nullptr;
+    CUresult (*cuDeviceGet)(CUdevice*, int) = nullptr;
+    CUresult (*cuDeviceGetCount)(int*) = nullptr;
+    CUresult (*cuCtxGetCurrent)(CUcontext*) = nullptr;
+    CUresult (*cuCtxGetDevice)(CUdevice*) = nullptr;
+    CUresult (*cuCtxPushCurrent)(CUcontext) = nullptr;
+    CUresult (*cuCtxPopCurrent)(CUcontext*) = nullptr;
+    CUresult (*cuDevicePrimaryCtxRetain)(CUcontext*, CUdevice) = nullptr;
+    bool initialised = false;
+};
+
+template <class F>
+bool resolve(void* lib, const char* name, F& f) {
+    f = reinterpret_cast<F>(dlsym(lib, name));
+    return f != nullptr;
+}
+
+// nullptr when there is no usable driver (no libcuda, or cuInit fails: no GPU).
+const Driver* driver() {
+    static const Driver* d = [] () -> const Driver* {
+        void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
+        if (!lib) lib = dlopen("libcuda.so", RTLD_NOW | RTLD_GLOBAL);
+        if (!lib) return nullptr;
+        static Driver drv;
+        const bool ok = resolve(lib, "cuInit", drv.cuInit) && resolve(lib, "cuDeviceGet", drv.cuDeviceGet) &&
+                        resolve(lib, "cuDeviceGetCount", drv.cuDeviceGetCount) &&
+                        resolve(lib, "cuCtxGetCurrent", drv.cuCtxGetCurrent) &&
+                        resolve(lib, "cuCtxGetDevice", drv.cuCtxGetDevice) &&
+                        resolve(lib, "cuCtxPushCurrent_v2", drv.cuCtxPushCurrent) &&
+                        resolve(lib, "cuCtxPopCurrent_v2", drv.cuCtxPopCurrent) &&
+                        resolve(lib, "cuDevicePrimaryCtxRetain", drv.cuDevicePrimaryCtxRetain);
+        if (!ok || drv.cuInit(0) != 0) return nullptr;
+        return &drv;
+    }();
+    return d;
+}
+
+thread_local int t_device = 0;
+thread_local void* t_stream = nullptr;
+thread_local bool t_pushed = false;
+
+void report(void* user_context, const char* message) { halide_error(user_context, message); }
+
+int acquire_context(void* user_context, void** ctx, bool create) {
+    const Driver* d = driver();
+    if (!d) {
+        report(user_context, "bnforge: no CUDA driver or device (libcuda.so.1 not found, or cuInit failed)");
+        return halide_error_code_generic_error;
+    }
+    CUcontext current = nullptr;
+    CUdevice current_device = -1, wanted = -1;
+    if (d->cuDeviceGet(&wanted, t_device) != 0) {
+        report(user_context, "bnforge: CUDA device index out of range");
+        return halide_error_code_generic_error;
+    }
+    if (d->cuCtxGetCurrent(&current) == 0 && current && d->cuCtxGetDevice(&current_device) == 0 &&
+        current_device == wanted) {
+        *ctx = current;  // the application's context
+        return 0;
+    }
+    if (!create) {
+        *ctx = nullptr;
+        return 0;
+    }
+    // The primary context is retained once per device and kept for the
+    // process, as the CUDA runtime API keeps it; made current for this call only.
+    static std::mutex mutex;
+    static CUcontext primary[64] = {};
+    CUcontext p = nullptr;
+    {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (wanted < 0 || wanted >= 64) return halide_error_code_generic_error;
+        if (!primary[wanted] && d->cuDevicePrimaryCtxRetain(&primary[wanted], wanted) != 0) {
+            report(user_context, "bnforge: cuDevicePrimaryCtxRetain failed");
+            return halide_error_code_generic_error;
+        }
+        p = primary[wanted];
+    }
+    if (d->cuCtxPushCurrent(p) != 0) {
+        report(user_context, "bnforge: cuCtxPushCurrent failed");
+        return halide_error_code_generic_error;
+    }
+    t_pushed = true;
+    *ctx = p;
+    return 0;
+}
+
+int release_context(void*) {
+    if (t_pushed) {
+        CUcontext popped = nullptr;
+        driver()->cuCtxPopCurrent(&popped);
+        t_pushed = false;
+    }
+    return 0;
+}
+
+int get_stream(void*, void*, void** stream) {
+    *stream = t_stream;
+    return 0;
+}
+
+}  // namespace
+
+void* set_cuda_stream(void* stream) {
+    void* previous = t_stream;
+    t_stream = stream;
+    return previous;
+}
+
+void* cuda_stream() { return t_stream; }
+
+int cuda_device_count() {
+    const Driver* d = driver();
+    int count = 0;
+    if (!d || d->cuDeviceGetCount(&count) != 0) return 0;
+    return count;
+}
+
+namespace detail {
+
+void set_current_cuda_device(int index) {
+    driver();  // loads libcuda.so.1 before Halide looks for "libcuda.so"
+    t_device = index;
+}
+
+void install_cuda_hooks() {
+    halide_set_cuda_acquire_context(&acquire_context);
+    halide_set_cuda_release_context(&release_context);
+    halide_set_cuda_get_stream(&get_stream);
+}
+
+}  // namespace detail
+
+}  // namespace bnforge

@@ -1,0 +1,36 @@
+// Device memory for tensors on GPUs, through Halide's device interfaces: the
+// same interface the kernels use, so a tensor's memory is a Halide device
+// allocation (CUDA: a CUdeviceptr; OpenCL: Halide's cl_mem handle) that any
+// kernel accepts without a copy.
+#pragma once
+#include <bnforge/dtype.h>
+
+#include <HalideRuntime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace bnforge::detail {
+
+// Halide's interface for `device` (CUDA or OpenCL); an Error for the CPU or a
+// device kind this build has no kernels for.
+const halide_device_interface_t* device_interface(Device device);
+// Whether the build can hold memory on `device` and run its kernels.
+bool device_supported(Device device);
+
+// A device block of `bytes` (> 0), returned as the device handle; freed by device_free.
+uint64_t device_malloc(Device device, size_t bytes);
+void device_free(Device device, uint64_t handle, size_t bytes) noexcept;
+
+// Dense byte copies between host and device memory, or within one device.
+void copy_to_device(Device device, uint64_t dst, const void* src, size_t bytes);
+void copy_to_host(Device device, void* dst, uint64_t src, size_t bytes);
+void copy_within_device(Device device, uint64_t dst, uint64_t src, size_t bytes);
+
+// The CUDA device the calling thread's next Halide calls run on (the context
+// hooks in cuda_context.cpp read it).
+void set_current_cuda_device(int index);
+// Routes Halide's CUDA context and stream requests to the application's (once, from install_halide_hooks).
+void install_cuda_hooks();
+
+}  // namespace bnforge::detail

@@ -1,0 +1,165 @@
+// Modules and tensors on a GPU device, checked against the same module on
+// the CPU (itself checked against float64 references and PyTorch's goldens):
+// training steps, backward, running statistics, parameter gradients, eval,
+// both layouts, plain and fused (addend + ReLU).
+//
+// CUDA cases skip without a GPU; the OpenCL cases run the same GPU kernels
+// on PoCL (float32), so CI exercises the whole device path — device memory,
+// device views, per-channel uploads, the kernel table's device dispatch.
+#include <gtest/gtest.h>
+
+#include <bnforge/bnforge.h>
+
+#include <dlpack/dlpack.h>
+
+#include "kernels.h"
+#include "test_util.h"
+
+#include <cmath>
+#include <random>
+#include <string>
+
+namespace {
+
+using namespace bnforge;
+using testutil::values;
+
+struct DeviceCase {
+    Device device;
+    DType dtype;
+    Layout layout;
+    bool fused;  // FusedBatchNorm2d with an addend, else BatchNorm2d
+};
+
+std::string device_case_name(const ::testing::TestParamInfo<DeviceCase>& info) {
+    const DeviceCase& c = info.param;
+    std::string name = c.device.is_cuda() ? "cuda" : "opencl";
+    return name + "_" + to_string(c.dtype) + "_" + to_string(c.layout) + (c.fused ? "_fused" : "_plain");
+}
+
+// A macro: GTEST_SKIP only leaves the function it is written in.
+#define SKIP_WITHOUT(device) \
+    if ((device).is_cuda() && cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device on this machine"
+
+// ‖a − b‖ / ‖b‖.
+double relative_error(const std::vector<double>& a, const std::vector<double>& b) {
+    double diff = 0, norm = 0;
+    for (size_t i = 0; i < a.size(); i++) {
+        diff += (a[i] - b[i]) * (a[i] - b[i]);
+        norm += b[i] * b[i];
+    }
+    return norm == 0 ? std::sqrt(diff) : std::sqrt(diff / norm);
+}
+
+#define EXPECT_CLOSE(a, b, tol) EXPECT_LE(relative_error(values(a), values(b)), tol) << #a " vs " #b
+
+class OnDevice : public ::testing::TestWithParam<DeviceCase> {};
+
+TEST_P(OnDevice, TrainingAndEvalMatchTheCpu) {
+    const DeviceCase& p = GetParam();
+    SKIP_WITHOUT(p.device);
+    const std::vector<int64_t> shape = {5, 6, 7, 9};
+    // Data far from zero: the statistics' shift must work on the device too.
+    auto options = BatchNormOptions::pytorch(shape[1]).dtype(p.dtype).layout(p.layout);
+    FusedBatchNorm2d cpu(options), dev(BatchNormOptions(options).device(p.device));
+    BatchNorm2d cpu_plain(options), dev_plain(BatchNormOptions(options).device(p.device));
+    BatchNormBase& ref = p.fused ? static_cast<BatchNormBase&>(cpu) : cpu_plain;
+    BatchNormBase& mod = p.fused ? static_cast<BatchNormBase&>(dev) : dev_plain;
+
+    std::mt19937 rng(77);
+    const auto w = testutil::random_vector(rng, shape[1], 1.0, 0.5), b = testutil::random_vector(rng, shape[1], 0.0, 0.5);
+    ref.weight().copy_(testutil::channel_tensor(w));
+    ref.bias().copy_(testutil::channel_tensor(b));
+    mod.weight().copy_(testutil::channel_tensor(w));
+    mod.bias().copy_(testutil::channel_tensor(b));
+    ASSERT_EQ(mod.weight().device(), p.device);
+    ASSERT_EQ(mod.running_mean().device(), p.device);
+
+    const double tol = testutil::dtype_tolerance(p.dtype);
+    auto step = [&](bool training) {
+        ref.train(training);
+        mod.train(training);
+        const auto sh = testutil::ref_shape(shape);
+        Tensor x = testutil::tensor_from(testutil::random_batch(rng, sh, 50.0), shape, p.dtype, p.layout);
+        Tensor addend = testutil::tensor_from(testutil::random_batch(rng, sh, 0.5), shape, p.dtype, p.layout);
+        Tensor dy = testutil::tensor_from(testutil::random_batch(rng, sh, 0.5), shape, p.dtype, p.layout);
+        Tensor xd = x.to(p.device), ad = addend.to(p.device), dyd = dy.to(p.device);
+
+        Tensor y_ref = p.fused ? cpu.forward(x, &addend) : cpu_plain.forward(x);
+        Tensor y = p.fused ? dev.forward(xd, &ad) : dev_plain.forward(xd);
+        ASSERT_EQ(y.device(), p.device);
+        ASSERT_EQ(detail::last_invoked_kernel()->device, p.device.kind) << "the device kernel must have run";
+        EXPECT_CLOSE(y, y_ref, tol);
+
+        if (p.fused) {
+            FusedBatchNorm2d::Grads g_ref = cpu.backward(dy), g = dev.backward(dyd);
+            ASSERT_EQ(g.dx.device(), p.device);
+            EXPECT_CLOSE(g.dx, g_ref.dx, tol);
+            EXPECT_CLOSE(g.daddend, g_ref.daddend, tol);
+        } else {
+            Tensor dx_ref = cpu_plain.backward(dy), dx = dev_plain.backward(dyd);
+            ASSERT_EQ(dx.device(), p.device);
+            EXPECT_CLOSE(dx, dx_ref, tol);
+        }
+        EXPECT_CLOSE(mod.weight_grad(), ref.weight_grad(), tol);
+        EXPECT_CLOSE(mod.bias_grad(), ref.bias_grad(), tol);
+        EXPECT_CLOSE(mod.running_mean(), ref.running_mean(), 1e-6);
+        EXPECT_CLOSE(mod.running_var(), ref.running_var(), 1e-6);
+        EXPECT_EQ(mod.num_batches_tracked(), ref.num_batches_tracked());
+    };
+    for (int i = 0; i < 3; i++) ASSERT_NO_FATAL_FAILURE(step(true));
+    ASSERT_NO_FATAL_FAILURE(step(false));
+    EXPECT_EQ(mod.num_batches_tracked(), 3);
+}
+
+TEST_P(OnDevice, TensorsMoveOnlyWhenAsked) {
+    const DeviceCase& p = GetParam();
+    SKIP_WITHOUT(p.device);
+    std::mt19937 rng(5);
+    const std::vector<int64_t> shape = {2, 3, 4, 5};
+    const auto v = testutil::random_batch(rng, testutil::ref_shape(shape));
+    Tensor host = testutil::tensor_from(v, shape, p.dtype, p.layout);
+    Tensor dev = host.to(p.device);
+    EXPECT_EQ(dev.device(), p.device);
+    EXPECT_EQ(dev.layout(), p.layout);
+    EXPECT_EQ(values(dev.to(Device::cpu())), values(host));  // exact: a byte copy each way
+    EXPECT_EQ(values(dev.clone()), values(host));           // within the device
+    Tensor f32 = Tensor::empty(shape, DType::Float32, p.device);
+    f32.copy_(dev);  // a conversion goes through the host
+    EXPECT_EQ(values(f32), values(host));
+    dev.fill_(2.5);
+    EXPECT_EQ(dev.item({1, 2, 3, 4}), 2.5);
+
+    // A module on the device rejects host input, and the reverse, with its state untouched.
+    BatchNorm2d mod(BatchNormOptions::pytorch(3).dtype(p.dtype).layout(p.layout).device(p.device));
+    EXPECT_THROW(mod.forward(host), Error);
+    EXPECT_EQ(mod.num_batches_tracked(), 0);
+    BatchNorm2d on_cpu(BatchNormOptions::pytorch(3).dtype(p.dtype).layout(p.layout));
+    EXPECT_THROW(on_cpu.forward(dev), Error);
+}
+
+std::vector<DeviceCase> device_cases() {
+    std::vector<DeviceCase> cases;
+    for (Layout layout : {Layout::NCHW, Layout::NHWC}) {
+        for (bool fused : {false, true}) {
+            cases.push_back({Device::opencl(), DType::Float32, layout, fused});
+            for (DType dtype : {DType::Float32, DType::Float16, DType::BFloat16})
+                cases.push_back({Device::cuda(0), dtype, layout, fused});
+        }
+    }
+    return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Gpu, OnDevice, ::testing::ValuesIn(device_cases()), device_case_name);
+
+TEST(CudaTensor, DLPackKeepsTheDevice) {
+    SKIP_WITHOUT(Device::cuda(0));
+    Tensor t = Tensor::empty({2, 3}, DType::Float32, Device::cuda(0));
+    DLManagedTensor* m = t.to_dlpack();
+    EXPECT_EQ(m->dl_tensor.device.device_type, kDLCUDA);
+    Tensor back = Tensor::from_dlpack(m);  // zero-copy: the same device address
+    EXPECT_EQ(back.raw_data(), t.raw_data());
+    EXPECT_EQ(back.device(), Device::cuda(0));
+}
+
+}  // namespace
