@@ -239,9 +239,9 @@ void invoke(const KernelEntry& kernel, std::initializer_list<KernelArg> args) {
         // Host inputs (the per-channel values) must be uploaded: Halide copies a
         // host buffer only when it is marked as written on the host.
         for (int i = 0; i < meta->num_arguments; i++) {
-            auto* b = meta->arguments[i].kind == halide_argument_kind_input_buffer ? static_cast<halide_buffer_t*>(argv[i])
-                                                                                    : nullptr;
-            if (b && b->host && !b->device) b->set_host_dirty(true);
+            if (meta->arguments[i].kind != halide_argument_kind_input_buffer) continue;
+            auto* b = static_cast<halide_buffer_t*>(argv[i]);
+            if (b->host && !b->device) b->set_host_dirty(true);
         }
     }
     int result = kernel.argv_fn(argv.data());

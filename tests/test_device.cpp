@@ -67,7 +67,8 @@ TEST_P(OnDevice, TrainingAndEvalMatchTheCpu) {
     BatchNormBase& mod = p.fused ? static_cast<BatchNormBase&>(dev) : dev_plain;
 
     std::mt19937 rng(77);
-    const auto w = testutil::random_vector(rng, shape[1], 1.0, 0.5), b = testutil::random_vector(rng, shape[1], 0.0, 0.5);
+    const auto w = testutil::random_vector(rng, shape[1], 1.0, 0.5);
+    const auto b = testutil::random_vector(rng, shape[1], 0.0, 0.5);
     ref.weight().copy_(testutil::channel_tensor(w));
     ref.bias().copy_(testutil::channel_tensor(b));
     mod.weight().copy_(testutil::channel_tensor(w));
