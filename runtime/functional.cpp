@@ -2,7 +2,6 @@
 
 #include "channel_values.h"
 #include "check.h"
-#include "device.h"
 #include "kernels.h"
 #include "one_pass.h"
 
@@ -90,15 +89,7 @@ struct MaskView {
         dims[0] = {0, d0, 1, 0};
         dims[1] = {0, d1, d0, 0};
         dims[2] = {0, static_cast<int32_t>(mask.shape()[0]), d0 * d1, 0};
-        if (mask.device().is_cpu()) {
-            buf.host = static_cast<uint8_t*>(mask.raw_data());
-        } else {
-            buf.device = reinterpret_cast<uint64_t>(mask.raw_data());
-            buf.device_interface = detail::device_interface(mask.device());
-        }
-        buf.type = {halide_type_uint, 8, 1};
-        buf.dimensions = 3;
-        buf.dim = dims;
+        detail::init_buffer(buf, mask.raw_data(), mask.device(), {halide_type_uint, 8, 1}, 3, dims);
     }
 };
 

@@ -57,8 +57,9 @@ int32_t checked_int32(int64_t v, const char* arg, const char* what) {
     return static_cast<int32_t>(v);
 }
 
-// A view of `data`: host memory, or a device tensor's allocation (a Halide
-// device handle on the device's interface), which the kernels use in place.
+
+}  // namespace
+
 void init_buffer(halide_buffer_t& buf, void* data, Device device, halide_type_t type, int dims,
                  halide_dimension_t* dim) {
     buf = halide_buffer_t{};
@@ -72,8 +73,6 @@ void init_buffer(halide_buffer_t& buf, void* data, Device device, halide_type_t 
     buf.dimensions = dims;
     buf.dim = dim;
 }
-
-}  // namespace
 
 const char* to_string(Pipeline p) {
     switch (p) {

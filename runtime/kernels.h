@@ -65,6 +65,11 @@ void make_batch_view(BatchView& view, const Tensor& x, Layout kernel_layout, con
 constexpr int64_t kMaskBatchRows = 8;
 Tensor empty_mask_for(const BatchView& view, Device device);
 
+// A Halide buffer over a tensor's memory: host memory, or a device tensor's
+// allocation on its device's interface, which the kernels use in place.
+void init_buffer(halide_buffer_t& buf, void* data, Device device, halide_type_t type, int dims,
+                 halide_dimension_t* dim);
+
 // A per-channel float32 or float64 vector as a 1-D Halide buffer.
 struct ChannelBuffer {
     halide_dimension_t dim;
