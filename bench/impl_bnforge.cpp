@@ -101,7 +101,7 @@ std::unique_ptr<Implementation> make_bnforge() { return std::make_unique<Bnforge
 
 std::vector<std::string> autoscheduled_schedules() {
     std::vector<std::string> out;
-    for (const std::string& s : bnforge::kernel_schedules())
+    for (const std::string& s : bnforge::kernel_schedules(bnforge::Device::cpu()))
         if (s != "manual") out.push_back(s);
     return out;
 }

@@ -4,7 +4,7 @@
 # dispatches from (kernel_registry.inc), so the list of variants lives here
 # and only here.
 #
-#   bnforge_add_kernel_family(PIPELINE <name> GENERATOR <halide generator>
+#   bnforge_add_kernel_family(PIPELINE <name> GENERATOR <halide generator> [GPU]
 #                             [LAYOUTS <layout> ...]
 #                             [FUSIONS <label>[|<param>=<value>] ...])
 #
@@ -19,6 +19,15 @@
 # emitted next to the library (<library>_<autoscheduler>.schedule.h in the build tree).
 # float32 only: the autoscheduled libraries are a tuning aid, and three more
 # schedules of every dtype would triple the build.
+#
+# GPU: a family flagged GPU has a GPU schedule. Each variant is then also
+# built for BNFORGE_CUDA_TARGET (bnk_<pipeline>_cuda_..., every dtype) and, in
+# float32, for BNFORGE_OPENCL_TARGET (bnk_<pipeline>_opencl_f32_...), and its
+# float32 variants once per GPU autoscheduler in BNFORGE_GPU_AUTOSCHEDULERS
+# for both (..._anderson2021, ..._li2018; Li2018 for CUDA only, see
+# _bnforge_add_gpu_variant). All share the one runtime and land
+# in the registry under their device. A saved schedule replaces a GPU
+# variant's manual one just as for the CPU (generators/schedules/<library>.schedule.h).
 
 
 set(_bnforge_dtype_tag_float32 f32)
@@ -28,11 +37,17 @@ set(_bnforge_dtype_tag_bfloat16 bf16)
 # Where saved schedules live: the real ones, and the tests' own (see tests/schedules/README.md).
 set(BNFORGE_SAVED_SCHEDULE_DIRS ${PROJECT_SOURCE_DIR}/generators/schedules ${PROJECT_SOURCE_DIR}/tests/schedules)
 
-# The CPU autoschedulers Halide ships; Anderson2021 schedules GPUs only.
+# The autoschedulers Halide ships: three for CPUs, two for GPUs (Li2018 does both).
 foreach (scheduler IN LISTS BNFORGE_AUTOSCHEDULERS)
     if (NOT scheduler MATCHES "^(Adams2019|Mullapudi2016|Li2018)$" OR NOT TARGET Halide::${scheduler})
         message(FATAL_ERROR "BNFORGE_AUTOSCHEDULERS: '${scheduler}' is not a CPU autoscheduler of this Halide "
                             "(expected some of Adams2019;Mullapudi2016;Li2018, or empty for none)")
+    endif ()
+endforeach ()
+foreach (scheduler IN LISTS BNFORGE_GPU_AUTOSCHEDULERS)
+    if (NOT scheduler MATCHES "^(Anderson2021|Li2018)$" OR NOT TARGET Halide::${scheduler})
+        message(FATAL_ERROR "BNFORGE_GPU_AUTOSCHEDULERS: '${scheduler}' is not a GPU autoscheduler of this Halide "
+                            "(expected some of Anderson2021;Li2018, or empty for none)")
     endif ()
 endforeach ()
 
@@ -64,10 +79,46 @@ function(_bnforge_register_kernel pipeline device dtag layout fusion schedule na
                  "BNFORGE_KERNEL(${pipeline}, ${device}, ${dtag}, ${layout}, ${fusion}, ${schedule}, ${name})")
 endfunction()
 
-# GPU: the generator has a GPU schedule. Each variant is then also built for
-# BNFORGE_CUDA_TARGET (bnk_<pipeline>_cuda_..., every dtype) and, in float32,
-# for BNFORGE_OPENCL_TARGET (bnk_<pipeline>_opencl_f32_...). They share the
-# one runtime, and land in the registry under their device.
+# The saved-schedule generator param for library `name`, if the build uses one.
+function(_bnforge_saved_schedule_param name out)
+    set(param "")
+    if (BNFORGE_USE_SAVED_SCHEDULES AND EXISTS ${PROJECT_SOURCE_DIR}/generators/schedules/${name}.schedule.h)
+        set(param saved_schedule=${name})
+        message(STATUS "bnforge: ${name} uses the saved schedule generators/schedules/${name}.schedule.h")
+    endif ()
+    set(${out} ${param} PARENT_SCOPE)
+endfunction()
+
+# One variant of a GPU family on one device (cuda, opencl): the manual (or
+# saved) schedule, and in float32 each GPU autoscheduler's.
+function(_bnforge_add_gpu_variant pipeline generator device dtag layout fusion)
+    string(TOUPPER ${device} device_upper)
+    set(target ${BNFORGE_${device_upper}_TARGET})
+    # OpenCL runs on PoCL in the tests, float32 only.
+    if (NOT target OR (device STREQUAL "opencl" AND NOT dtag STREQUAL "f32"))
+        return()
+    endif ()
+    set(name bnk_${pipeline}_${device}_${dtag}_${layout}_${fusion})
+    _bnforge_saved_schedule_param(${name} saved)
+    bnforge_add_kernel(${name} GENERATOR ${generator} TARGETS ${target} PARAMS ${ARGN} ${saved})
+    _bnforge_register_kernel(${pipeline} ${device} ${dtag} ${layout} ${fusion} manual ${name})
+    if (dtag STREQUAL "f32")
+        foreach (scheduler IN LISTS BNFORGE_GPU_AUTOSCHEDULERS)
+            # Li2018 reduces float64 with atomics, which Halide 21's OpenCL
+            # backend writes as a 32-bit atomic_cmpxchg on a 64-bit pointer
+            # (PoCL: "call to '_cl_atomic_cmpxchg' is ambiguous"). CUDA has
+            # native float64 atomics, so Li2018 builds for CUDA only.
+            if (device STREQUAL "opencl" AND scheduler STREQUAL "Li2018")
+                continue()
+            endif ()
+            string(TOLOWER ${scheduler} schedule)
+            bnforge_add_kernel(${name}_${schedule} GENERATOR ${generator} TARGETS ${target} AUTOSCHEDULER ${scheduler}
+                               PARAMS ${ARGN} ${BNFORGE_GPU_AUTOSCHEDULE_PARAMS})
+            _bnforge_register_kernel(${pipeline} ${device} ${dtag} ${layout} ${fusion} ${schedule} ${name}_${schedule})
+        endforeach ()
+    endif ()
+endfunction()
+
 function(bnforge_add_kernel_family)
     cmake_parse_arguments(PARSE_ARGV 0 ARG "GPU" "PIPELINE;GENERATOR" "FUSIONS;LAYOUTS")
     if (NOT ARG_FUSIONS)
@@ -79,10 +130,14 @@ function(bnforge_add_kernel_family)
         list(FILTER layouts INCLUDE REGEX "^(${layout_regex})$")
     endif ()
     string(REPLACE ";" " " layout_names "${layouts}")
+    set(gpu false)
+    if (ARG_GPU)
+        set(gpu true)
+    endif ()
     foreach (fusion_spec IN LISTS ARG_FUSIONS)
         # For `bnforge tune`, which builds the same variants in-process.
         set_property(GLOBAL APPEND PROPERTY BNFORGE_KERNEL_FAMILIES
-                     "${ARG_PIPELINE}|${ARG_GENERATOR}|${layout_names}|${fusion_spec}")
+                     "${ARG_PIPELINE}|${ARG_GENERATOR}|${layout_names}|${gpu}|${fusion_spec}")
     endforeach ()
     foreach (dtype IN LISTS BNFORGE_DTYPES)
         set(dtag ${_bnforge_dtype_tag_${dtype}})
@@ -93,26 +148,15 @@ function(bnforge_add_kernel_family)
                 set(name bnk_${ARG_PIPELINE}_cpu_${dtag}_${layout}_${fusion})
                 set(params dtype=${dtype} layout=${layout} ${fusion_spec})
 
-                set(saved "")
-                if (BNFORGE_USE_SAVED_SCHEDULES AND EXISTS ${PROJECT_SOURCE_DIR}/generators/schedules/${name}.schedule.h)
-                    set(saved saved_schedule=${name})
-                    message(STATUS "bnforge: ${name} uses the saved schedule generators/schedules/${name}.schedule.h")
-                endif ()
+                _bnforge_saved_schedule_param(${name} saved)
                 bnforge_add_kernel(${name} GENERATOR ${ARG_GENERATOR} TARGETS ${BNFORGE_CPU_TARGETS}
                                    PARAMS ${params} ${saved})
                 _bnforge_register_kernel(${ARG_PIPELINE} cpu ${dtag} ${layout} ${fusion} manual ${name})
-
-                if (ARG_GPU AND BNFORGE_CUDA_TARGET)
-                    set(gpu_name bnk_${ARG_PIPELINE}_cuda_${dtag}_${layout}_${fusion})
-                    bnforge_add_kernel(${gpu_name} GENERATOR ${ARG_GENERATOR} TARGETS ${BNFORGE_CUDA_TARGET}
-                                       PARAMS ${params})
-                    _bnforge_register_kernel(${ARG_PIPELINE} cuda ${dtag} ${layout} ${fusion} manual ${gpu_name})
-                endif ()
-                if (ARG_GPU AND BNFORGE_OPENCL_TARGET AND dtype STREQUAL "float32")
-                    set(gpu_name bnk_${ARG_PIPELINE}_opencl_${dtag}_${layout}_${fusion})
-                    bnforge_add_kernel(${gpu_name} GENERATOR ${ARG_GENERATOR} TARGETS ${BNFORGE_OPENCL_TARGET}
-                                       PARAMS ${params})
-                    _bnforge_register_kernel(${ARG_PIPELINE} opencl ${dtag} ${layout} ${fusion} manual ${gpu_name})
+                if (ARG_GPU)
+                    foreach (device IN ITEMS cuda opencl)
+                        _bnforge_add_gpu_variant(${ARG_PIPELINE} ${ARG_GENERATOR} ${device} ${dtag} ${layout} ${fusion}
+                                                 ${params})
+                    endforeach ()
                 endif ()
 
                 if (dtype STREQUAL "float32")
@@ -144,15 +188,15 @@ function(bnforge_write_kernel_registry dir)
     set(family_lines "")
     foreach (family IN LISTS families)
         string(REPLACE "|" ";" family "${family}")
-        list(POP_FRONT family pipeline generator layout_names fusion)
+        list(POP_FRONT family pipeline generator layout_names gpu fusion)
         list(JOIN family " " params)
         string(APPEND family_lines
-               "BNFORGE_FAMILY(${pipeline}, ${generator}, \"${layout_names}\", ${fusion}, \"${params}\")\n")
+               "BNFORGE_FAMILY(${pipeline}, ${generator}, \"${layout_names}\", ${gpu}, ${fusion}, \"${params}\")\n")
     endforeach ()
     file(CONFIGURE OUTPUT ${dir}/kernel_registry.inc CONTENT "// Generated by CMake: one line per AOT kernel.\n${lines}\n")
     file(CONFIGURE OUTPUT ${dir}/kernel_headers.h CONTENT "// Generated by CMake.\n#pragma once\n${includes}")
     file(CONFIGURE OUTPUT ${dir}/kernel_families.inc
-         CONTENT "// Generated by CMake: pipeline, generator, layouts, fusion, generator params of each kernel family member.\n${family_lines}")
+         CONTENT "// Generated by CMake: pipeline, generator, layouts, has a GPU schedule, fusion, generator params of each kernel family member.\n${family_lines}")
 endfunction()
 
 # Compiles every saved schedule into the generators: writes `out` (a .cpp)

@@ -27,7 +27,7 @@ std::string guarded_autoscheduler(const std::string& name) { return "bnforge_" +
 namespace {
 
 [[maybe_unused]] const bool kRegistered = [] {
-    for (const std::string real : {"Adams2019", "Mullapudi2016", "Li2018"}) {
+    for (const std::string real : {"Adams2019", "Mullapudi2016", "Li2018", "Anderson2021"}) {
         Pipeline::add_autoscheduler(
             guarded_autoscheduler(real),
             [real](const Pipeline& pipeline, const Target& target, const AutoschedulerParams& params,

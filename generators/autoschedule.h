@@ -25,9 +25,10 @@ namespace bnforge_gen {
 
 void guard_tails(const Halide::Pipeline& pipeline);
 
-// Halide's CPU autoschedulers (Adams2019, Mullapudi2016, Li2018) are also
-// registered as "bnforge_<name>": the same search, then guard_tails. Their
-// results name the real autoscheduler. Load the real one's plugin first.
+// Halide's autoschedulers (Adams2019, Mullapudi2016, Li2018 for CPUs;
+// Anderson2021, Li2018 for GPUs) are also registered as "bnforge_<name>": the
+// same search, then guard_tails. Their results name the real autoscheduler.
+// Load the real one's plugin first.
 std::string guarded_autoscheduler(const std::string& name);
 
 struct SavedSchedule {

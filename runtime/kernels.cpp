@@ -102,9 +102,9 @@ const std::vector<KernelEntry>& kernel_table() {
 }
 
 const KernelEntry& find_kernel(Pipeline pipeline, Device device, DType dtype, Layout layout, Fusion fusion) {
-    // The schedule selects among the CPU kernels; a variant missing from the
-    // selected set is an Error rather than a silent fall back to manual.
-    const std::string schedule = device.kind == Device::Kind::CPU ? selected_kernel_schedule() : "manual";
+    // A variant missing from the selected set is an Error rather than a
+    // silent fall back to manual.
+    const std::string& schedule = selected_kernel_schedule();
     for (const KernelEntry& k : kernel_table()) {
         if (k.pipeline == pipeline && k.device == device.kind && k.dtype == dtype && k.layout == layout &&
             k.fusion == fusion && k.schedule == schedule) {
@@ -115,7 +115,8 @@ const KernelEntry& find_kernel(Pipeline pipeline, Device device, DType dtype, La
         throw Error(std::string("no ") + to_string(pipeline) + " kernel was built with the " + schedule +
                     " schedule for device " + device.str() + ", dtype " + bnforge::to_string(dtype) + ", layout " +
                     bnforge::to_string(layout) + ", fusion " + to_string(fusion) +
-                    " (autoscheduled kernels are float32 only; set_kernel_schedule(\"manual\") for the others)");
+                    " (autoscheduled kernels are float32 only, and each autoscheduler schedules CPUs or GPUs or "
+                    "both; set_kernel_schedule(\"manual\") for the others)");
     }
     throw Error(std::string("no ") + to_string(pipeline) + " kernel was built for device " + device.str() +
                 ", dtype " + bnforge::to_string(dtype) + ", layout " + bnforge::to_string(layout) +

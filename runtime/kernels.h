@@ -34,7 +34,7 @@ struct KernelEntry {
     DType dtype;
     Layout layout;
     Fusion fusion;
-    const char* schedule;  // "manual", or the autoscheduler that built it: "adams2019", ...
+    const char* schedule;  // "manual", or the autoscheduler that built it: "adams2019", "anderson2021", ...
     const char* name;
     int (*argv_fn)(void**);
     const halide_filter_metadata_t* (*metadata_fn)();
@@ -43,7 +43,7 @@ struct KernelEntry {
 
 const std::vector<KernelEntry>& kernel_table();
 const KernelEntry& find_kernel(Pipeline, Device, DType, Layout, Fusion);
-// The schedule whose CPU kernels find_kernel returns (runtime_info.cpp).
+// The schedule whose kernels find_kernel returns (runtime_info.cpp).
 const std::string& selected_kernel_schedule();
 
 // A batch tensor as the generators see it: 3-D in memory order, (s, c, n)

@@ -35,7 +35,7 @@ int schedule_index(const std::string& requested, const char* where) {
     std::string list;
     for (const auto& s : known) list += (list.empty() ? "" : ", ") + s;
     throw Error(std::string(where) + ": unknown kernel schedule '" + requested + "'; this build has " + list +
-                " (autoschedulers come from the CMake option BNFORGE_AUTOSCHEDULERS)");
+                " (autoschedulers come from the CMake options BNFORGE_AUTOSCHEDULERS and BNFORGE_GPU_AUTOSCHEDULERS)");
 }
 
 // Index into schedule_names() of the selected schedule; -1 until first used,
@@ -96,5 +96,17 @@ void set_kernel_schedule(const std::string& schedule) {
 std::string kernel_schedule() { return detail::selected_kernel_schedule(); }
 
 std::vector<std::string> kernel_schedules() { return schedule_names(); }
+
+std::vector<std::string> kernel_schedules(Device device) {
+    std::vector<std::string> out;
+    for (const auto& name : schedule_names()) {
+        const auto& table = detail::kernel_table();
+        if (std::any_of(table.begin(), table.end(),
+                        [&](const detail::KernelEntry& k) { return k.device == device.kind && k.schedule == name; })) {
+            out.push_back(name);
+        }
+    }
+    return out;
+}
 
 }  // namespace bnforge

@@ -15,6 +15,7 @@
 #include "kernels.h"
 #include "test_util.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
@@ -152,6 +153,68 @@ std::vector<DeviceCase> device_cases() {
 }
 
 INSTANTIATE_TEST_SUITE_P(Gpu, OnDevice, ::testing::ValuesIn(device_cases()), device_case_name);
+
+// Restores the process's kernel schedule set when a test ends, however it ends.
+class KeepSchedule {
+public:
+    KeepSchedule() : saved_(kernel_schedule()) {}
+    ~KeepSchedule() { set_kernel_schedule(saved_); }
+
+private:
+    std::string saved_;
+};
+
+// The GPU schedule sets — manual, and each of BNFORGE_GPU_AUTOSCHEDULERS —
+// selected through set_kernel_schedule as on the CPU: each runs its own
+// device kernels and matches the CPU's manual kernels; a set without CPU
+// kernels (anderson2021) is an Error on CPU tensors, never a fall back.
+class GpuScheduleSets : public ::testing::TestWithParam<Device> {};
+
+TEST_P(GpuScheduleSets, EachRunsItsOwnKernels) {
+    const Device device = GetParam();
+    SKIP_WITHOUT(device);
+    KeepSchedule keep;
+    set_kernel_schedule("manual");
+    const std::vector<int64_t> shape = {9, 5, 7, 8};
+    std::mt19937 rng(31);
+    const auto sh = testutil::ref_shape(shape);
+    Tensor x = testutil::tensor_from(testutil::random_batch(rng, sh, 20.0), shape);
+    Tensor addend = testutil::tensor_from(testutil::random_batch(rng, sh, 0.5), shape);
+    Tensor dy = testutil::tensor_from(testutil::random_batch(rng, sh, 0.5), shape);
+    FusedBatchNorm2d cpu(BatchNormOptions::pytorch(shape[1]));
+    Tensor y_ref = cpu.forward(x, &addend);
+    FusedBatchNorm2d::Grads g_ref = cpu.backward(dy);
+
+    const auto cpu_sets = kernel_schedules(Device::cpu());
+    const auto sets = kernel_schedules(device);
+    ASSERT_FALSE(sets.empty());
+    for (const std::string& s : sets) {
+        SCOPED_TRACE("schedule " + s);
+        set_kernel_schedule(s);
+        FusedBatchNorm2d mod(BatchNormOptions::pytorch(shape[1]).device(device));
+        Tensor ad = addend.to(device);
+        Tensor y = mod.forward(x.to(device), &ad);
+        ASSERT_EQ(detail::last_invoked_kernel()->schedule, s);
+        ASSERT_EQ(detail::last_invoked_kernel()->device, device.kind);
+        EXPECT_CLOSE(y, y_ref, 1e-5);
+        FusedBatchNorm2d::Grads g = mod.backward(dy.to(device));
+        EXPECT_EQ(detail::last_invoked_kernel()->schedule, s);
+        EXPECT_CLOSE(g.dx, g_ref.dx, 1e-5);
+        EXPECT_CLOSE(g.daddend, g_ref.daddend, 1e-5);
+        EXPECT_CLOSE(mod.weight_grad(), cpu.weight_grad(), 1e-5);
+        EXPECT_CLOSE(mod.running_var(), cpu.running_var(), 1e-6);
+        if (std::find(cpu_sets.begin(), cpu_sets.end(), s) == cpu_sets.end()) {
+            FusedBatchNorm2d on_cpu(BatchNormOptions::pytorch(shape[1]));
+            EXPECT_ERROR_CONTAINS(on_cpu.forward(x, &addend), "kernel was built with the " + s + " schedule for device cpu");
+            EXPECT_EQ(on_cpu.num_batches_tracked(), 0);
+        }
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Gpu, GpuScheduleSets, ::testing::Values(Device::opencl(), Device::cuda(0)),
+                         [](const ::testing::TestParamInfo<Device>& info) {
+                             return std::string(info.param.is_cuda() ? "cuda" : "opencl");
+                         });
 
 TEST(CudaTensor, DLPackKeepsTheDevice) {
     SKIP_WITHOUT(Device::cuda(0));

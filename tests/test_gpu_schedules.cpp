@@ -5,31 +5,21 @@
 // runs (stats, apply, backward reduce, backward apply; each fusion, both
 // layouts) is compared with a float64 evaluation of the same data.
 //
-// The kernels are called directly, through their argv entry points with
-// arguments matched by name, so a failure here is the schedule's own.
+// Each schedule set the build has for the GPU runs: the manual schedules and
+// the GPU autoschedulers' (BNFORGE_GPU_AUTOSCHEDULERS), so a tail an
+// autoscheduler assumed away fails here rather than on a user's shape.
+//
+// The kernels are called directly, through their argv entry points (found in
+// the runtime's kernel table) with arguments matched by name, so a failure
+// here is the schedule's own.
 #include <gtest/gtest.h>
 
 #include <HalideBuffer.h>
 #include <HalideRuntime.h>
 
-#include "bnk_apply_opencl_f32_nchw_add_relu.h"
-#include "bnk_apply_opencl_f32_nchw_none.h"
-#include "bnk_apply_opencl_f32_nchw_relu.h"
-#include "bnk_apply_opencl_f32_nhwc_add_relu.h"
-#include "bnk_apply_opencl_f32_nhwc_none.h"
-#include "bnk_apply_opencl_f32_nhwc_relu.h"
-#include "bnk_backward_apply_opencl_f32_nchw_add_relu.h"
-#include "bnk_backward_apply_opencl_f32_nchw_none.h"
-#include "bnk_backward_apply_opencl_f32_nchw_relu.h"
-#include "bnk_backward_apply_opencl_f32_nhwc_add_relu.h"
-#include "bnk_backward_apply_opencl_f32_nhwc_none.h"
-#include "bnk_backward_apply_opencl_f32_nhwc_relu.h"
-#include "bnk_backward_reduce_opencl_f32_nchw_masked.h"
-#include "bnk_backward_reduce_opencl_f32_nchw_none.h"
-#include "bnk_backward_reduce_opencl_f32_nhwc_masked.h"
-#include "bnk_backward_reduce_opencl_f32_nhwc_none.h"
-#include "bnk_stats_opencl_f32_nchw_none.h"
-#include "bnk_stats_opencl_f32_nhwc_none.h"
+#include <bnforge/runtime.h>
+
+#include "kernels.h"
 
 #include <algorithm>
 #include <cmath>
@@ -37,7 +27,9 @@
 #include <limits>
 #include <map>
 #include <random>
+#include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace {
@@ -49,32 +41,15 @@ std::string g_last_error;
 // Halide's default handler aborts; keep the message for the test's failure.
 void record_halide_error(void*, const char* msg) { g_last_error = msg; }
 
-struct Kernel {
-    int (*argv_fn)(void**);
-    const halide_filter_metadata_t* (*metadata_fn)();
-};
-#define BNK(name) Kernel{name##_argv, name##_metadata}
+using bnforge::detail::Fusion;
+using bnforge::detail::KernelEntry;
+using bnforge::detail::Pipeline;
 
-// Variants indexed by layout: [0] NCHW, [1] NHWC.
-const Kernel kStats[2] = {BNK(bnk_stats_opencl_f32_nchw_none), BNK(bnk_stats_opencl_f32_nhwc_none)};
-const Kernel kApply[3][2] = {
-    {BNK(bnk_apply_opencl_f32_nchw_none), BNK(bnk_apply_opencl_f32_nhwc_none)},
-    {BNK(bnk_apply_opencl_f32_nchw_relu), BNK(bnk_apply_opencl_f32_nhwc_relu)},
-    {BNK(bnk_apply_opencl_f32_nchw_add_relu), BNK(bnk_apply_opencl_f32_nhwc_add_relu)}};
-const Kernel kBackwardReduce[2][2] = {
-    {BNK(bnk_backward_reduce_opencl_f32_nchw_none), BNK(bnk_backward_reduce_opencl_f32_nhwc_none)},
-    {BNK(bnk_backward_reduce_opencl_f32_nchw_masked), BNK(bnk_backward_reduce_opencl_f32_nhwc_masked)}};
-const Kernel kBackwardApply[3][2] = {
-    {BNK(bnk_backward_apply_opencl_f32_nchw_none), BNK(bnk_backward_apply_opencl_f32_nhwc_none)},
-    {BNK(bnk_backward_apply_opencl_f32_nchw_relu), BNK(bnk_backward_apply_opencl_f32_nhwc_relu)},
-    {BNK(bnk_backward_apply_opencl_f32_nchw_add_relu), BNK(bnk_backward_apply_opencl_f32_nhwc_add_relu)}};
-#undef BNK
 
-enum Fusion { kNone = 0, kRelu = 1, kAddRelu = 2 };
 
 // Runs `k` with every argument its metadata lists taken from `args` by name,
 // then copies every output back to the host.
-void run(const Kernel& k, const std::map<std::string, halide_buffer_t*>& args) {
+void run(const KernelEntry& k, const std::map<std::string, halide_buffer_t*>& args) {
     halide_set_error_handler(record_halide_error);
     const halide_filter_metadata_t* md = k.metadata_fn();
     std::vector<void*> argv;
@@ -92,7 +67,7 @@ void run(const Kernel& k, const std::map<std::string, halide_buffer_t*>& args) {
     }
     g_last_error.clear();
     ASSERT_EQ(k.argv_fn(argv.data()), 0)
-        << "OpenCL kernel failed (is PoCL installed? tools/setup.sh installs it): " << g_last_error;
+        << k.name << " failed (is PoCL installed? tools/setup.sh installs it): " << g_last_error;
     for (int i = 0; i < md->num_arguments; i++) {
         if (md->arguments[i].kind != halide_argument_kind_output_buffer) continue;
         ASSERT_EQ(halide_copy_to_host(nullptr, args.at(md->arguments[i].name)), 0) << g_last_error;
@@ -104,9 +79,12 @@ struct Shape {
     int n, c, s;
 };
 
-std::string shape_name(const ::testing::TestParamInfo<Shape>& info) {
-    const Shape& k = info.param;
-    return std::string(k.nhwc ? "nhwc_" : "nchw_") + std::to_string(k.n) + "x" + std::to_string(k.c) + "x" +
+// A schedule set ("manual", or an autoscheduler's) and a shape.
+using Param = std::tuple<std::string, Shape>;
+
+std::string param_name(const ::testing::TestParamInfo<Param>& info) {
+    const auto& [schedule, k] = info.param;
+    return schedule + (k.nhwc ? "_nhwc_" : "_nchw_") + std::to_string(k.n) + "x" + std::to_string(k.c) + "x" +
            std::to_string(k.s);
 }
 
@@ -138,14 +116,32 @@ std::vector<double> as_vector(const Buffer<float>& v) {
     return out;
 }
 
-class GpuSchedule : public ::testing::TestWithParam<Shape> {
+class GpuSchedule : public ::testing::TestWithParam<Param> {
 protected:
-    std::mt19937 rng{1234u + static_cast<unsigned>(GetParam().n * 7 + GetParam().c * 13 + GetParam().s)};
+    const std::string& schedule() const { return std::get<0>(GetParam()); }
+    const Shape& shape() const { return std::get<1>(GetParam()); }
+
+    // The OpenCL float32 kernel of this test's schedule set, from the runtime's kernel table.
+    const KernelEntry& kernel(Pipeline pipeline, Fusion fusion) const {
+        const bnforge::Layout layout = shape().nhwc ? bnforge::Layout::NHWC : bnforge::Layout::NCHW;
+        for (const KernelEntry& k : bnforge::detail::kernel_table()) {
+            if (k.pipeline == pipeline && k.device == bnforge::Device::Kind::OpenCL &&
+                k.dtype == bnforge::DType::Float32 && k.layout == layout && k.fusion == fusion &&
+                k.schedule == schedule()) {
+                return k;
+            }
+        }
+        throw std::runtime_error("the build has no OpenCL float32 " + std::string(bnforge::detail::to_string(pipeline)) +
+                                 " kernel for fusion " + bnforge::detail::to_string(fusion) + " and schedule " +
+                                 schedule());
+    }
+
+    std::mt19937 rng{1234u + static_cast<unsigned>(shape().n * 7 + shape().c * 13 + shape().s)};
     std::normal_distribution<double> normal{0.0, 1.0};
 
     // Random values around a per-channel centre.
     Batch random_batch(double spread, const std::vector<double>* centre = nullptr) {
-        const Shape& k = GetParam();
+        const Shape& k = shape();
         Batch b(k);
         for_each_element([&](int s, int c, int n) {
             b(s, c, n) = static_cast<float>((centre ? (*centre)[c] : 0.0) + spread * normal(rng));
@@ -153,19 +149,19 @@ protected:
         return b;
     }
     Buffer<float> channel_values(double centre, double spread) {
-        Buffer<float> v(GetParam().c);
-        for (int c = 0; c < GetParam().c; c++) v(c) = static_cast<float>(centre + spread * normal(rng));
+        Buffer<float> v(shape().c);
+        for (int c = 0; c < shape().c; c++) v(c) = static_cast<float>(centre + spread * normal(rng));
         return v;
     }
     Buffer<uint8_t> random_mask() {
-        Buffer<uint8_t> mask = make_mask(GetParam());
+        Buffer<uint8_t> mask = make_mask(shape());
         std::uniform_int_distribution<int> byte(0, 255);
         mask.for_each_value([&](uint8_t& v) { v = static_cast<uint8_t>(byte(rng)); });
         return mask;
     }
     template <class F>
     void for_each_element(F f) {
-        const Shape& k = GetParam();
+        const Shape& k = shape();
         for (int n = 0; n < k.n; n++)
             for (int c = 0; c < k.c; c++)
                 for (int s = 0; s < k.s; s++) f(s, c, n);
@@ -173,7 +169,7 @@ protected:
 };
 
 TEST_P(GpuSchedule, StatsMatchFloat64) {
-    const Shape& k = GetParam();
+    const Shape& k = shape();
     for (double mean_scale : {2.0, 1e4}) {  // far from zero exercises the shifted sums
         SCOPED_TRACE("means of scale " + std::to_string(mean_scale));
         std::vector<double> centre(k.c);
@@ -182,7 +178,7 @@ TEST_P(GpuSchedule, StatsMatchFloat64) {
         Buffer<double> mean(k.c), m2(k.c);
         mean.fill(std::numeric_limits<double>::quiet_NaN());
         m2.fill(std::numeric_limits<double>::quiet_NaN());
-        ASSERT_NO_FATAL_FAILURE(run(kStats[k.nhwc], {{"x", x.buf}, {"mean", mean}, {"m2", m2}}));
+        ASSERT_NO_FATAL_FAILURE(run(kernel(Pipeline::stats, Fusion::none), {{"x", x.buf}, {"mean", mean}, {"m2", m2}}));
 
         const double count = static_cast<double>(k.n) * k.s;
         for (int c = 0; c < k.c; c++) {
@@ -200,9 +196,9 @@ TEST_P(GpuSchedule, StatsMatchFloat64) {
 }
 
 TEST_P(GpuSchedule, ApplyMatchesFloat64) {
-    const Shape& k = GetParam();
-    for (Fusion fusion : {kNone, kRelu, kAddRelu}) {
-        SCOPED_TRACE("fusion " + std::to_string(fusion));
+    const Shape& k = shape();
+    for (Fusion fusion : {Fusion::none, Fusion::relu, Fusion::add_relu}) {
+        SCOPED_TRACE(std::string("fusion ") + bnforge::detail::to_string(fusion));
         Buffer<float> shift = channel_values(0.0, 3.0), offset = channel_values(0.0, 1e-6),
                       scale = channel_values(1.0, 0.5), beta = channel_values(0.0, 0.5);
         const std::vector<double> centre = as_vector(shift);
@@ -212,19 +208,21 @@ TEST_P(GpuSchedule, ApplyMatchesFloat64) {
         mask.fill(0xA5);
         std::map<std::string, halide_buffer_t*> args = {{"shift", shift}, {"offset", offset}, {"scale", scale},
                                                         {"beta", beta},   {"x", x.buf},       {"y", y.buf}};
-        if (fusion != kNone) args["mask"] = mask;
-        if (fusion == kAddRelu) args["addend"] = addend.buf;
-        ASSERT_NO_FATAL_FAILURE(run(kApply[fusion][k.nhwc], args));
+        if (fusion != Fusion::none) args["mask"] = mask;
+        if (fusion == Fusion::add_relu) args["addend"] = addend.buf;
+        ASSERT_NO_FATAL_FAILURE(run(kernel(Pipeline::apply, fusion), args));
 
         for_each_element([&](int s, int c, int n) {
             double pre = (static_cast<double>(x(s, c, n)) - shift(c) - offset(c)) * scale(c) + beta(c);
-            if (fusion == kAddRelu) pre += addend(s, c, n);
-            const double ref = fusion == kNone ? pre : std::max(pre, 0.0);
+            if (fusion == Fusion::add_relu) pre += addend(s, c, n);
+            const double ref = fusion == Fusion::none ? pre : std::max(pre, 0.0);
             ASSERT_NEAR(y(s, c, n), ref, 1e-6 * (1 + std::abs(pre))) << "(s, c, n) = " << s << ", " << c << ", " << n;
             // A bit is set exactly where the stored output is positive (y = relu(pre)).
-            if (fusion != kNone) ASSERT_EQ(mask_bit(mask, k, s, c, n), y(s, c, n) > 0) << s << ", " << c << ", " << n;
+            if (fusion != Fusion::none) {
+                ASSERT_EQ(mask_bit(mask, k, s, c, n), y(s, c, n) > 0) << s << ", " << c << ", " << n;
+            }
         });
-        if (fusion != kNone && k.n % 8) {  // the last byte's bits past the batch are clear
+        if (fusion != Fusion::none && k.n % 8) {  // the last byte's bits past the batch are clear
             for (int c = 0; c < k.c; c++)
                 for (int s = 0; s < k.s; s++) ASSERT_EQ(mask_byte(mask, k, s, c, k.n - 1) >> (k.n % 8), 0);
         }
@@ -232,7 +230,7 @@ TEST_P(GpuSchedule, ApplyMatchesFloat64) {
 }
 
 TEST_P(GpuSchedule, BackwardReduceMatchesFloat64) {
-    const Shape& k = GetParam();
+    const Shape& k = shape();
     for (bool masked : {false, true}) {
         SCOPED_TRACE(masked ? "masked" : "plain");
         Buffer<float> shift = channel_values(5.0, 3.0), offset = channel_values(0.0, 1e-6);
@@ -246,7 +244,7 @@ TEST_P(GpuSchedule, BackwardReduceMatchesFloat64) {
                                                         {"x", x.buf},     {"dy", dy.buf},
                                                         {"sum_dy", sum_dy}, {"sum_dy_xmu", sum_dy_xmu}};
         if (masked) args["mask"] = mask;
-        ASSERT_NO_FATAL_FAILURE(run(kBackwardReduce[masked][k.nhwc], args));
+        ASSERT_NO_FATAL_FAILURE(run(kernel(Pipeline::backward_reduce, masked ? Fusion::masked : Fusion::none), args));
 
         std::vector<double> ref_dy(k.c), ref_xmu(k.c), abs_dy(k.c), abs_xmu(k.c);
         for_each_element([&](int s, int c, int n) {
@@ -263,9 +261,9 @@ TEST_P(GpuSchedule, BackwardReduceMatchesFloat64) {
 }
 
 TEST_P(GpuSchedule, BackwardApplyMatchesFloat64) {
-    const Shape& k = GetParam();
-    for (Fusion fusion : {kNone, kRelu, kAddRelu}) {
-        SCOPED_TRACE("fusion " + std::to_string(fusion));
+    const Shape& k = shape();
+    for (Fusion fusion : {Fusion::none, Fusion::relu, Fusion::add_relu}) {
+        SCOPED_TRACE(std::string("fusion ") + bnforge::detail::to_string(fusion));
         Buffer<float> shift = channel_values(5.0, 3.0), offset = channel_values(0.0, 1e-6),
                       k_dy = channel_values(1.0, 0.5), k_xmu = channel_values(0.0, 0.1),
                       k_bias = channel_values(0.0, 0.1);
@@ -277,29 +275,34 @@ TEST_P(GpuSchedule, BackwardApplyMatchesFloat64) {
         std::map<std::string, halide_buffer_t*> args = {{"shift", shift}, {"offset", offset}, {"k_dy", k_dy},
                                                         {"k_xmu", k_xmu}, {"k_bias", k_bias}, {"x", x.buf},
                                                         {"dy", dy.buf},   {"dx", dx.buf}};
-        if (fusion != kNone) args["mask"] = mask;
-        if (fusion == kAddRelu) args["daddend"] = daddend.buf;
-        ASSERT_NO_FATAL_FAILURE(run(kBackwardApply[fusion][k.nhwc], args));
+        if (fusion != Fusion::none) args["mask"] = mask;
+        if (fusion == Fusion::add_relu) args["daddend"] = daddend.buf;
+        ASSERT_NO_FATAL_FAILURE(run(kernel(Pipeline::backward_apply, fusion), args));
 
         for_each_element([&](int s, int c, int n) {
-            const float g = fusion != kNone && !mask_bit(mask, k, s, c, n) ? 0.0f : dy(s, c, n);
+            const float g = fusion != Fusion::none && !mask_bit(mask, k, s, c, n) ? 0.0f : dy(s, c, n);
             const double xmu = static_cast<double>(x(s, c, n)) - shift(c) - offset(c);
             const double ref = g * static_cast<double>(k_dy(c)) - xmu * k_xmu(c) - k_bias(c);
             const double size = std::abs(g * k_dy(c)) + std::abs(xmu * k_xmu(c)) + std::abs(k_bias(c));
             ASSERT_NEAR(dx(s, c, n), ref, 1e-6 * size + 1e-30) << "(s, c, n) = " << s << ", " << c << ", " << n;
-            if (fusion == kAddRelu) ASSERT_EQ(daddend(s, c, n), g) << s << ", " << c << ", " << n;
+            if (fusion == Fusion::add_relu) {
+                ASSERT_EQ(daddend(s, c, n), g) << s << ", " << c << ", " << n;
+            }
         });
     }
 }
 
-// Rows shorter and longer than a statistics chunk (2048 NCHW values; whole
-// short rows are grouped), tails of the 256-thread element blocks and of the
-// 32-thread channel tiles, batches off the 8-row mask bytes, N = 1, S = 1.
+// Every GPU schedule set, on rows shorter and longer than a statistics chunk
+// (2048 NCHW values; whole short rows are grouped), tails of the 256-thread
+// element blocks and of the 32-thread channel tiles, batches off the 8-row
+// mask bytes, N = 1, S = 1.
 INSTANTIATE_TEST_SUITE_P(PoCL, GpuSchedule,
-                         ::testing::Values(Shape{false, 2, 3, 35}, Shape{false, 5, 7, 3136}, Shape{false, 33, 4, 49},
-                                           Shape{false, 1, 40, 1}, Shape{false, 11, 70, 300}, Shape{true, 2, 3, 35},
-                                           Shape{true, 5, 7, 3136}, Shape{true, 33, 4, 49}, Shape{true, 1, 40, 1},
-                                           Shape{true, 11, 70, 300}),
-                         shape_name);
+                         ::testing::Combine(::testing::ValuesIn(bnforge::kernel_schedules(bnforge::Device::opencl())),
+                                            ::testing::Values(Shape{false, 2, 3, 35}, Shape{false, 5, 7, 3136},
+                                                              Shape{false, 33, 4, 49}, Shape{false, 1, 40, 1},
+                                                              Shape{false, 11, 70, 300}, Shape{true, 2, 3, 35},
+                                                              Shape{true, 5, 7, 3136}, Shape{true, 33, 4, 49},
+                                                              Shape{true, 1, 40, 1}, Shape{true, 11, 70, 300})),
+                         param_name);
 
 }  // namespace

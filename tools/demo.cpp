@@ -184,8 +184,12 @@ int main(int argc, char** argv) {
     try {
         if (argc == 3 && std::strcmp(argv[1], "--write-state") == 0) return write_state(argv[2]);
         std::printf("bnforge demo: batch norm compiled ahead of time by Halide\n");
-        size_t manual = 0, autoscheduled = 0;
+        size_t manual = 0, autoscheduled = 0, gpu = 0;
         for (const auto& k : kernel_variants()) {
+            if (!k.device.is_cpu()) {
+                gpu++;
+                continue;
+            }
             (k.schedule == "manual" ? manual : autoscheduled)++;
             if (k.pipeline == "apply" && k.dtype == DType::Float32 && k.layout == Layout::NCHW && k.fusion == "none" &&
                 k.schedule == "manual") {
@@ -193,13 +197,18 @@ int main(int argc, char** argv) {
                             k.target.c_str());
             }
         }
-        std::printf("%zu kernel variants built (4 pipelines x dtypes x layouts x fusions), each a fat library for:\n",
+        std::printf("%zu CPU kernel variants built (pipelines x dtypes x layouts x fusions), each a fat library for:\n",
                     manual);
         for (const auto& t : cpu_targets()) std::printf("  %s\n", t.c_str());
         if (autoscheduled) {
             std::printf("and %zu float32 variants by Halide's autoschedulers (bnforge::set_kernel_schedule):", autoscheduled);
-            for (const auto& s : kernel_schedules())
+            for (const auto& s : kernel_schedules(Device::cpu()))
                 if (s != "manual") std::printf(" %s", s.c_str());
+            std::printf("\n");
+        }
+        if (gpu) {
+            std::printf("and %zu GPU variants (CUDA, and OpenCL for the PoCL checks), schedules:", gpu);
+            for (const auto& s : kernel_schedules(Device::cuda())) std::printf(" %s", s.c_str());
             std::printf("\n");
         }
         train(BatchNormOptions::pytorch(C), "PyTorch BatchNorm2d");

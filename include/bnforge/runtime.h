@@ -32,22 +32,25 @@ struct KernelVariant {
     DType dtype;
     Layout layout;
     std::string fusion;
-    std::string schedule;  // "manual", or the autoscheduler that built it: "adams2019", "mullapudi2016", "li2018"
+    std::string schedule;  // "manual", or the autoscheduler that built it: "adams2019", "anderson2021", ...
     std::string target;    // e.g. "x86-64-linux-avx512-...-user_context"
 };
 std::vector<KernelVariant> kernel_variants();
 
-// Tuning and benchmarking aid: which schedule's CPU kernels are called.
-// "manual" (the default) is the hand-written schedules (or saved ones, see the
-// README's "Tuning schedules"), built for every dtype and fat over
-// cpu_targets(); each autoscheduler in the build (BNFORGE_AUTOSCHEDULERS)
-// adds a float32-only set for one target. Once an autoscheduler's set is
-// selected, a call it has no kernel for (e.g. bfloat16) is an Error, never a
-// silent fall back. The environment variable BNFORGE_KERNEL_SCHEDULE=<name>
+// Tuning and benchmarking aid: which schedule's kernels are called, on every
+// device. "manual" (the default) is the hand-written schedules (or saved
+// ones, see the README's "Tuning schedules"), built for every dtype, fat over
+// cpu_targets() on the CPU; each autoscheduler in the build adds a
+// float32-only set: BNFORGE_AUTOSCHEDULERS for one CPU target,
+// BNFORGE_GPU_AUTOSCHEDULERS (anderson2021, li2018) for the GPU targets.
+// Once an autoscheduler's set is selected, a call it has no kernel for (e.g.
+// bfloat16, or a CPU tensor under a GPU-only autoscheduler) is an Error, never
+// a silent fall back. The environment variable BNFORGE_KERNEL_SCHEDULE=<name>
 // sets the initial choice for a whole process.
 void set_kernel_schedule(const std::string& schedule);  // Error naming the available ones if unknown
 std::string kernel_schedule();
-std::vector<std::string> kernel_schedules();  // "manual" first, then those built
+std::vector<std::string> kernel_schedules();               // "manual" first, then those built
+std::vector<std::string> kernel_schedules(Device device);  // those with kernels for the device's kind
 
 // The CPU kernels are fat libraries: one sub-target per instruction-set
 // level (BNFORGE_CPU_TARGETS), chosen per call by Halide's runtime dispatch
