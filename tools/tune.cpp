@@ -1,6 +1,7 @@
 // bnforge tune: the manual schedules against Halide's autoschedulers, measured.
 //
-// For each chosen kernel (pipeline x fusion x layout, one dtype) it builds the
+// For each chosen kernel (pipeline x fusion x layout, one dtype, one device:
+// the CPU, or a GPU through a CUDA or OpenCL target) it builds the
 // generator's pipeline in this process, once with the manual schedule (and
 // once with the saved schedule, when the build has one) and once per
 // autoscheduler with the estimates set to the requested shape; JIT-compiles
@@ -40,23 +41,32 @@ namespace fs = std::filesystem;
 
 // The kernel families as CMake declares them (generators/CMakeLists.txt).
 struct Family {
-    std::string pipeline, generator, layouts, fusion, params;  // layouts: "nchw nhwc"; params: "name=value ..."
+    std::string pipeline, generator, layouts;  // layouts: "nchw nhwc"
+    bool gpu;                                  // has a GPU schedule (and CUDA/OpenCL kernels)
+    std::string fusion, params;                // params: "name=value ..."
 };
 const std::vector<Family> kFamilies = {
-#define BNFORGE_FAMILY(pipeline, generator, layouts, fusion, params) {#pipeline, #generator, layouts, #fusion, params},
+#define BNFORGE_FAMILY(pipeline, generator, layouts, gpu, fusion, params) \
+    {#pipeline, #generator, layouts, gpu, #fusion, params},
 #include "kernel_families.inc"
 #undef BNFORGE_FAMILY
 };
 
 const std::map<std::string, std::string> kDtypeTags = {{"float32", "f32"}, {"float16", "f16"}, {"bfloat16", "bf16"}};
-const std::vector<std::string> kAllSchedulers = {"Adams2019", "Mullapudi2016", "Li2018"};
+// Halide's autoschedulers, and which of them schedule CPUs and GPUs.
+const std::vector<std::string> kAllSchedulers = {"Adams2019", "Mullapudi2016", "Li2018", "Anderson2021"};
+const std::vector<std::string> kCpuSchedulers = {"Adams2019", "Mullapudi2016", "Li2018"};
+const std::vector<std::string> kGpuSchedulers = {"Anderson2021", "Li2018"};
+// The autoscheduled GPU kernels' parallelism: an H100 SXM's SM count, as the AOT build (BNFORGE_GPU_AUTOSCHEDULE_PARAMS).
+constexpr int kGpuParallelism = 132;
 
 struct Options {
     std::string pipeline = "all", layout = "nchw", dtype = "float32", fusion = "all";
     std::vector<int64_t> shape = {32, 64, 56, 56};
     std::string target = "host";
-    std::vector<std::string> schedulers = kAllSchedulers;
+    std::vector<std::string> schedulers;  // empty: those of the target's kind
     int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    int parallelism = 0;  // the autoschedulers'; 0: --threads on a CPU, kGpuParallelism on a GPU
     int runs = 15;
     double min_gain = 0.05;  // a schedule must be this much faster to replace the build's one: timing noise is not a win
     std::string out_dir = BNFORGE_SOURCE_DIR "/generators/schedules";
@@ -65,11 +75,13 @@ struct Options {
 
 const char* kUsage = R"(usage: bnforge tune [options]
 
-Times the manual CPU schedule of bnforge's kernels against Halide's
-autoschedulers (JIT, in this process) for one shape and target, checks every
-result against the manual one, and saves the winning autoscheduled schedule as
+Times the manual schedule of bnforge's kernels against Halide's autoschedulers
+(JIT, in this process) for one shape and target, checks every result against
+the manual one, and saves the winning autoscheduled schedule as
 <out-dir>/<kernel library>.schedule.h, which the next build compiles in
 instead of the manual one (nothing is written when the build's schedule wins).
+A CUDA or OpenCL target tunes the GPU kernels (bnk_<pipeline>_cuda_... or
+_opencl_...) on that device: run it where the GPU is.
 
   --pipeline P     stats, apply, backward_reduce, backward_apply or all    [all]
   --layout L       nchw, nhwc or all                                       [nchw]
@@ -77,11 +89,14 @@ instead of the manual one (nothing is written when the build's schedule wins).
   --fusion F       none, relu, add_relu, masked or all (a pipeline
                    without F is skipped)                                   [all]
   --shape N,C,...  logical shape (N, C, spatial...), e.g. 32,64,56,56      [32,64,56,56]
-  --target T       Halide target to JIT for (large_buffers is added,
+  --target T       Halide target to JIT for, e.g. host, or
+                   host-cuda-cuda_capability_80 or host-opencl for a GPU
+                   (large_buffers, and cl_doubles for OpenCL, are added,
                    as in the AOT build)                                    [host]
-  --schedulers S   comma list of Adams2019, Mullapudi2016, Li2018          [all three]
-  --threads K      threads for the kernels and the autoschedulers'
-                   parallelism                                             [hardware threads]
+  --schedulers S   comma list of Adams2019, Mullapudi2016, Li2018 (CPU)
+                   or Anderson2021, Li2018 (GPU)          [all of the target's kind]
+  --threads K      threads for the CPU kernels                             [hardware threads]
+  --parallelism P  the autoschedulers' parallelism    [CPU: --threads; GPU: 132, H100 SMs]
   --runs R         timed runs per schedule (the median is reported)        [15]
   --min-gain G     how much faster than the build's current schedule a
                    schedule must be to be written (0.05 = 5%)              [0.05]
@@ -157,6 +172,8 @@ Options parse_args(int argc, char** argv) {
             }
         } else if (arg == "--threads") {
             o.threads = static_cast<int>(number(value(), "--threads"));
+        } else if (arg == "--parallelism") {
+            o.parallelism = static_cast<int>(number(value(), "--parallelism"));
         } else if (arg == "--runs") {
             o.runs = static_cast<int>(number(value(), "--runs"));
         } else if (arg == "--min-gain") {
@@ -182,6 +199,28 @@ Options parse_args(int argc, char** argv) {
     return o;
 }
 
+// The device of the kernels a target builds: "cpu", "cuda" or "opencl" (the
+// device tags of cmake/BnforgeKernels.cmake's library names).
+std::string device_of(const Target& target) {
+    if (target.has_feature(Target::CUDA)) return "cuda";
+    if (target.has_feature(Target::OpenCL)) return "opencl";
+    if (target.has_gpu_feature()) usage_error("--target: bnforge builds CUDA and OpenCL GPU kernels; got " + target.to_string());
+    return "cpu";
+}
+
+// The target's autoschedulers: the requested ones, each checked against the
+// device kind, or all of that kind.
+std::vector<std::string> schedulers_for(const Options& o, const std::string& device) {
+    const std::vector<std::string>& of_kind = device == "cpu" ? kCpuSchedulers : kGpuSchedulers;
+    if (o.schedulers.empty()) return of_kind;
+    for (const auto& s : o.schedulers) {
+        if (std::find(of_kind.begin(), of_kind.end(), s) == of_kind.end()) {
+            usage_error("--schedulers: " + s + " does not schedule " + (device == "cpu" ? "CPUs" : "GPUs"));
+        }
+    }
+    return o.schedulers;
+}
+
 // One kernel to tune: a family member at one layout and dtype.
 struct Case {
     Family family;
@@ -192,24 +231,27 @@ struct Case {
     }
 };
 
-std::vector<Case> select_cases(const Options& o) {
+std::vector<Case> select_cases(const Options& o, const std::string& device) {
     std::vector<Case> cases;
     bool pipeline_known = o.pipeline == "all";
     for (const Family& f : kFamilies) {
         pipeline_known |= f.pipeline == o.pipeline;
         if (o.pipeline != "all" && f.pipeline != o.pipeline) continue;
+        if (device != "cpu" && !f.gpu) continue;  // CPU-only (the one-pass pipelines)
         if (o.fusion != "all" && f.fusion != o.fusion) continue;
         for (const std::string layout : {"nchw", "nhwc"}) {
             if (o.layout != "all" && layout != o.layout) continue;
             if (f.layouts.find(layout) == std::string::npos) continue;  // the build has no such kernel
             // The AOT library naming of cmake/BnforgeKernels.cmake.
             const std::string library =
-                "bnk_" + f.pipeline + "_cpu_" + kDtypeTags.at(o.dtype) + "_" + layout + "_" + f.fusion;
+                "bnk_" + f.pipeline + "_" + device + "_" + kDtypeTags.at(o.dtype) + "_" + layout + "_" + f.fusion;
             cases.push_back({f, layout, library});
         }
     }
     if (!pipeline_known) usage_error("--pipeline: unknown pipeline '" + o.pipeline + "'");
-    if (cases.empty()) usage_error("no kernel has pipeline " + o.pipeline + " with fusion " + o.fusion);
+    if (cases.empty()) {
+        usage_error("no " + device + " kernel has pipeline " + o.pipeline + " with fusion " + o.fusion);
+    }
     return cases;
 }
 
@@ -334,7 +376,8 @@ struct Variant {
 
 class Tuner {
 public:
-    Tuner(const Options& o, Target target) : o_(o), target_(target), ncs_(ncs_of(o.shape)) {}
+    Tuner(const Options& o, Target target, int parallelism)
+        : o_(o), target_(target), parallelism_(parallelism), ncs_(ncs_of(o.shape)) {}
 
     Variant build(const Case& c, const std::string& schedule) {
         Variant v;
@@ -343,7 +386,7 @@ public:
         // The tail-guarded registration the AOT build uses too (generators/autoschedule.h).
         const AutoschedulerParams asp =
             autoscheduled ? AutoschedulerParams(bnforge_gen::guarded_autoscheduler(schedule),
-                                                {{"parallelism", std::to_string(o_.threads)}})
+                                                {{"parallelism", std::to_string(parallelism_)}})
                           : AutoschedulerParams();
         v.generator = Internal::GeneratorRegistry::create(c.family.generator, GeneratorContext(target_, asp));
         if (!v.generator) throw std::runtime_error("generator " + c.family.generator + " is not linked in");
@@ -370,6 +413,7 @@ public:
                 if (!in.defined()) {
                     in = Buffer<>(a.types.at(0), extents);
                     fill_random(in, rng_);
+                    in.set_host_dirty();  // on a GPU target the first run uploads it
                 }
                 for (Parameter& p : v.generator->input_parameter(a.name)) p.set_buffer(in);
             } else {
@@ -378,11 +422,12 @@ public:
         }
     }
 
-    // One run of the compiled pipeline, in milliseconds.
+    // One run of the compiled pipeline, in milliseconds; on a GPU, until its kernels are done.
     double run_ms(Variant& v) {
         Realization r(v.outputs);
         const auto t0 = std::chrono::steady_clock::now();
         v.pipeline.realize(r, target_);
+        for (Buffer<>& out : v.outputs) out.device_sync();
         return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     }
 
@@ -391,10 +436,25 @@ public:
 private:
     const Options& o_;
     Target target_;
+    int parallelism_;
     Ncs ncs_;
     std::mt19937 rng_{20240607};
     std::map<std::string, Buffer<>> inputs_;
 };
+
+// Halide 21's Anderson2021 writes `auto pipeline = get_pipeline();` into the
+// body of apply_schedule_<name>(Pipeline pipeline, Target target): a second
+// `pipeline`, which does not compile. The parameter is the same pipeline, so
+// the line goes; every other line of the source is Halide's own.
+void repair_schedule_source(const fs::path& path) {
+    std::ifstream in(path);
+    std::string text, line;
+    while (std::getline(in, line)) {
+        if (line.find("auto pipeline = get_pipeline();") == std::string::npos) text += line + "\n";
+    }
+    in.close();
+    std::ofstream(path) << text;
+}
 
 // Halide's own `.schedule.h` text for an autoscheduled pipeline, named after
 // the kernel library (so it defines apply_schedule_<library>).
@@ -402,6 +462,7 @@ void write_schedule_file(Variant& v, const std::string& library, const Target& t
     Module m = v.pipeline.compile_to_module(v.pipeline.infer_arguments(), library, target);
     m.set_auto_scheduler_results(v.results);
     m.compile({{OutputFileType::schedule, path.string()}});
+    repair_schedule_source(path);
 }
 
 // Whether the schedule file compiles as C++. Halide 21's Li2018 emits a
@@ -489,15 +550,22 @@ void load_plugins(const std::vector<std::string>& wanted) {
 
 int run(const Options& o) {
     Target target(o.target);
-    if (target.has_gpu_feature()) usage_error("--target: bnforge tune schedules CPUs; got a GPU target " + o.target);
+    const std::string device = device_of(target);
+    // The features of the AOT build (CMakeLists.txt: BNFORGE_*_TARGET, cmake/BnforgeKernels.cmake).
     target = target.with_feature(Target::LargeBuffers);
-    const std::vector<Case> cases = select_cases(o);
+    if (device == "opencl") {
+        if (o.dtype != "float32") usage_error("--dtype: the build's OpenCL kernels are float32 only");
+        target = target.with_feature(Target::CLDoubles);
+    }
+    const std::vector<std::string> schedulers = schedulers_for(o, device);
+    const int parallelism = o.parallelism ? o.parallelism : device == "cpu" ? o.threads : kGpuParallelism;
+    const std::vector<Case> cases = select_cases(o, device);
     const Ncs ncs = ncs_of(o.shape);
 
-    std::printf("bnforge tune: %zu kernel(s), %s, target %s, %d thread(s), median of %d runs\n", cases.size(),
-                o.dtype.c_str(), target.to_string().c_str(), o.threads, o.runs);
-    std::printf("estimates N=%d C=%d S=%d; schedules: manual", ncs.n, ncs.c, ncs.s);
-    for (const auto& s : o.schedulers) std::printf(", %s", s.c_str());
+    std::printf("bnforge tune: %zu %s kernel(s), %s, target %s, %d thread(s), median of %d runs\n", cases.size(),
+                device.c_str(), o.dtype.c_str(), target.to_string().c_str(), o.threads, o.runs);
+    std::printf("estimates N=%d C=%d S=%d, parallelism %d; schedules: manual", ncs.n, ncs.c, ncs.s, parallelism);
+    for (const auto& s : schedulers) std::printf(", %s", s.c_str());
     std::printf("; schedules go to %s\n", o.out_dir.c_str());
     if (o.dry_run) {
         for (const Case& c : cases) {
@@ -510,20 +578,20 @@ int run(const Options& o) {
 
     // The kernels' thread pool (Halide's JIT runtime reads this on first use).
     setenv("HL_NUM_THREADS", std::to_string(o.threads).c_str(), 1);
-    load_plugins(o.schedulers);
+    load_plugins(schedulers);
     fs::create_directories(o.out_dir);
     const fs::path scratch = fs::temp_directory_path() / ("bnforge_tune." + std::to_string(getpid()));
     fs::create_directories(scratch);
 
     int total = 0;
-    for (const Case& c : cases) total += 1 + static_cast<int>(has_saved_schedule(c.library)) + o.schedulers.size();
+    for (const Case& c : cases) total += 1 + static_cast<int>(has_saved_schedule(c.library)) + schedulers.size();
     Progress progress(total);
-    Tuner tuner(o, target);
+    Tuner tuner(o, target, parallelism);
     int status = 0;
     for (const Case& c : cases) {
         std::vector<std::string> schedules = {"manual"};
         if (has_saved_schedule(c.library)) schedules.push_back("saved");
-        schedules.insert(schedules.end(), o.schedulers.begin(), o.schedulers.end());
+        schedules.insert(schedules.end(), schedulers.begin(), schedulers.end());
 
         // Build, compile and run each schedule once (its outputs are compared below).
         std::vector<Variant> variants;
@@ -555,6 +623,7 @@ int run(const Options& o) {
             if (!v.failure.empty()) continue;
             std::nth_element(v.runs_ms.begin(), v.runs_ms.begin() + v.runs_ms.size() / 2, v.runs_ms.end());
             v.ms = v.runs_ms[v.runs_ms.size() / 2];
+            for (Buffer<>& out : v.outputs) out.copy_to_host();  // a GPU's results, for the comparison below
         }
         if (!variants.front().ms) status = 1;
         for (Variant& v : variants) {
