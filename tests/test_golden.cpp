@@ -1,9 +1,12 @@
 // Golden data made by real PyTorch 1.13 (tools/make_golden.py): every case is
 // replayed through the bnforge modules in both layouts — y, dx, running
 // statistics, num_batches_tracked and accumulated parameter grads per step,
-// then an eval step.
+// then an eval step. PyTorch/* runs on the CPU; OnDevice/* (in bnforge_tests,
+// which defines BNFORGE_TEST_DEVICES) replays the same files on CUDA tensors
+// (skipped without a GPU) and on OpenCL ones (PoCL, float32 files only).
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 
@@ -14,9 +17,16 @@ using namespace testutil;
 
 namespace {
 
+// The source tree's tests/golden, or $BNFORGE_GOLDEN_DIR where the binary
+// runs without the tree it was built in (the GPU machine: bench/gpu/run.sh).
+std::string golden_dir() {
+    const char* env = std::getenv("BNFORGE_GOLDEN_DIR");
+    return env && *env ? env : BNFORGE_GOLDEN_DIR;
+}
+
 std::vector<std::string> golden_cases() {
     std::vector<std::string> names;
-    for (const auto& e : std::filesystem::directory_iterator(BNFORGE_GOLDEN_DIR)) {
+    for (const auto& e : std::filesystem::directory_iterator(golden_dir())) {
         if (e.path().extension() == ".safetensors") names.push_back(e.path().stem().string());
     }
     std::sort(names.begin(), names.end());
@@ -41,15 +51,19 @@ struct Module {
     }
 };
 
-using GoldenParam = std::tuple<std::string, Layout>;
+using GoldenParam = std::tuple<std::string, Layout, Device>;
 class Golden : public ::testing::TestWithParam<GoldenParam> {};
 
 TEST_P(Golden, MatchesPyTorch) {
-    const auto& [name, layout] = GetParam();
-    const std::string path = std::string(BNFORGE_GOLDEN_DIR) + "/" + name + ".safetensors";
+    const auto& [name, layout, device] = GetParam();
+    const std::string path = golden_dir() + "/" + name + ".safetensors";
     const StateDict g = load_safetensors(path);
     auto meta = load_safetensors_metadata(path);
     const DType dtype = meta["dtype"] == "bfloat16" ? DType::BFloat16 : DType::Float32;
+    if (device.is_cuda() && cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device on this machine";
+    if (device.kind == Device::Kind::OpenCL && dtype != DType::Float32) {
+        GTEST_SKIP() << "the OpenCL kernels (PoCL checks) are float32 only";
+    }
     const double act_tol = dtype == DType::Float32 ? 1e-5 : 1.6e-2;
     const double stat_tol = dtype == DType::Float32 ? 1e-5 : 1e-4;
     const int steps = std::stoi(meta["steps"]);
@@ -60,7 +74,8 @@ TEST_P(Golden, MatchesPyTorch) {
                              .affine(meta["affine"] == "1")
                              .track_running_stats(meta["track_running_stats"] == "1")
                              .layout(layout)
-                             .dtype(dtype);
+                             .dtype(dtype)
+                             .device(device);
     o.momentum(meta["momentum"] == "none" ? std::nullopt : std::optional<double>(std::stod(meta["momentum"])));
     Module m{nullptr, meta["module"], meta["fused"]};
     if (m.fused != "none") {
@@ -78,10 +93,11 @@ TEST_P(Golden, MatchesPyTorch) {
     }
     m.bn->load_state_dict(init, /*strict=*/false);
 
-    auto in_layout = [&](const std::string& key) { return g.at(key).contiguous(layout); };
+    auto in_layout = [&](const std::string& key) { return g.at(key).contiguous(layout).to(device); };
     auto expect_close = [&](const Tensor& got, const std::string& key, double tol) {
         ASSERT_TRUE(got.defined()) << key;
         ASSERT_EQ(got.shape(), g.at(key).shape()) << key;
+        ASSERT_EQ(got.device(), device) << key;
         EXPECT_LE(ref::rel_error(values(got), values(g.at(key))), tol) << key << " in " << name;
     };
 
@@ -107,12 +123,25 @@ TEST_P(Golden, MatchesPyTorch) {
     }
 }
 
+std::string golden_name(const ::testing::TestParamInfo<GoldenParam>& info) {
+    const auto& [name, layout, device] = info.param;
+    const std::string base = name + "_" + to_string(layout);
+    return device.is_cpu() ? base : base + "_" + (device.is_cuda() ? "cuda" : "opencl");
+}
+
 INSTANTIATE_TEST_SUITE_P(PyTorch, Golden,
                          ::testing::Combine(::testing::ValuesIn(golden_cases()),
-                                            ::testing::Values(Layout::NCHW, Layout::NHWC)),
-                         [](const ::testing::TestParamInfo<GoldenParam>& info) {
-                             return std::get<0>(info.param) + "_" + to_string(std::get<1>(info.param));
-                         });
+                                            ::testing::Values(Layout::NCHW, Layout::NHWC),
+                                            ::testing::Values(Device::cpu())),
+                         golden_name);
+
+#ifdef BNFORGE_TEST_DEVICES
+INSTANTIATE_TEST_SUITE_P(OnDevice, Golden,
+                         ::testing::Combine(::testing::ValuesIn(golden_cases()),
+                                            ::testing::Values(Layout::NCHW, Layout::NHWC),
+                                            ::testing::Values(Device::cuda(0), Device::opencl())),
+                         golden_name);
+#endif
 
 TEST(GoldenFiles, AllCasesPresent) { EXPECT_GE(golden_cases().size(), 11u); }
 

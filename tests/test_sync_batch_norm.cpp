@@ -28,6 +28,7 @@ struct Case {
     BatchNormOptions options;
     int64_t channels, height, width;
     int steps = 3;
+    Device device = Device::cpu();  // where the SyncBatchNorm and its tensors live; the reference stays on the CPU
 };
 
 std::vector<int64_t> shape_of(const Case& c, int64_t n) { return {n, c.channels, c.height, c.width}; }
@@ -70,7 +71,7 @@ void expect_matches_whole_batch(const std::shared_ptr<ProcessGroup>& group, cons
     const Layout layout = c.options.layout();
     std::mt19937 rng(seed);
 
-    SyncBatchNorm sync(c.options, group);
+    SyncBatchNorm sync(BatchNormOptions(c.options).device(c.device), group);
     BatchNorm2d whole(c.options);
     // The same random affine parameters in both.
     const auto w = testutil::random_vector(rng, c.channels, 1.0, 0.5);
@@ -87,10 +88,11 @@ void expect_matches_whole_batch(const std::shared_ptr<ProcessGroup>& group, cons
                                              shape_of(c, total), dtype);
         const auto dy_all = testutil::rounded(testutil::random_batch(rng, testutil::ref_shape(shape_of(c, total)), 0.3),
                                               shape_of(c, total), dtype);
-        Tensor x = testutil::tensor_from(rows(x_all, c, begin, n), shape_of(c, n), dtype, layout);
-        Tensor dy = testutil::tensor_from(rows(dy_all, c, begin, n), shape_of(c, n), dtype, layout);
+        Tensor x = testutil::tensor_from(rows(x_all, c, begin, n), shape_of(c, n), dtype, layout).to(c.device);
+        Tensor dy = testutil::tensor_from(rows(dy_all, c, begin, n), shape_of(c, n), dtype, layout).to(c.device);
 
         Tensor y = sync.forward(x);
+        ASSERT_EQ(y.device(), c.device);
         Tensor y_whole = whole.forward(testutil::tensor_from(x_all, shape_of(c, total), dtype, layout));
         ASSERT_EQ(y.shape(), shape_of(c, n));
         EXPECT_LT(rel_error(testutil::values(y), rows(testutil::values(y_whole), c, begin, n)), tolerance(c));
@@ -184,6 +186,13 @@ TEST(NcclProcessGroup, WorldOfOneOnTheGpu) {
     ASSERT_NE(sub, nullptr);
     EXPECT_EQ(sub->backend(), "nccl");
     expect_matches_whole_batch(sub, {{6}}, {BatchNormOptions::pytorch(4), 4, 3, 5}, 111);
+    // SyncBatchNorm on CUDA tensors over the NCCL world: forward and backward
+    // run the GPU kernels and match BatchNorm2d on the CPU.
+    for (const Layout layout : {Layout::NCHW, Layout::NHWC}) {
+        SCOPED_TRACE(to_string(layout));
+        expect_matches_whole_batch(nccl, {{7}},
+                                   {BatchNormOptions::megengine(6).layout(layout), 6, 5, 9, 3, Device::cuda(0)}, 112);
+    }
 }
 
 TEST(SyncBatchNorm, EqualBatchesPyTorchConvention) {
