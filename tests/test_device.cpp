@@ -154,16 +154,6 @@ std::vector<DeviceCase> device_cases() {
 
 INSTANTIATE_TEST_SUITE_P(Gpu, OnDevice, ::testing::ValuesIn(device_cases()), device_case_name);
 
-// Restores the process's kernel schedule set when a test ends, however it ends.
-class KeepSchedule {
-public:
-    KeepSchedule() : saved_(kernel_schedule()) {}
-    ~KeepSchedule() { set_kernel_schedule(saved_); }
-
-private:
-    std::string saved_;
-};
-
 // The GPU schedule sets — manual, and each of BNFORGE_GPU_AUTOSCHEDULERS —
 // selected through set_kernel_schedule as on the CPU: each runs its own
 // device kernels and matches the CPU's manual kernels; a set without CPU
@@ -173,7 +163,7 @@ class GpuScheduleSets : public ::testing::TestWithParam<Device> {};
 TEST_P(GpuScheduleSets, EachRunsItsOwnKernels) {
     const Device device = GetParam();
     SKIP_WITHOUT(device);
-    KeepSchedule keep;
+    testutil::KeepSchedule keep;
     set_kernel_schedule("manual");
     const std::vector<int64_t> shape = {9, 5, 7, 8};
     std::mt19937 rng(31);

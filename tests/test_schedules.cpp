@@ -19,16 +19,6 @@ using namespace testutil;
 
 namespace {
 
-// Restores the process-wide schedule when a test that changes it ends.
-class KeepSchedule {
-public:
-    KeepSchedule() : saved_(kernel_schedule()) {}
-    ~KeepSchedule() { set_kernel_schedule(saved_); }
-
-private:
-    std::string saved_;
-};
-
 TEST(KernelSchedule, ManualFirstThenEachAutoschedulerWithTheFullFloat32Set) {
     const auto schedules = kernel_schedules();
     ASSERT_FALSE(schedules.empty());

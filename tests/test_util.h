@@ -117,4 +117,14 @@ inline std::string variant_name(const ::testing::TestParamInfo<VariantCase>& inf
     return s;
 }
 
+// Restores the process-wide kernel schedule set when a test that changes it ends, however it ends.
+class KeepSchedule {
+public:
+    KeepSchedule() : saved_(kernel_schedule()) {}
+    ~KeepSchedule() { set_kernel_schedule(saved_); }
+
+private:
+    std::string saved_;
+};
+
 }  // namespace testutil
