@@ -256,7 +256,7 @@ Options parse(int argc, char** argv) {
         } else if (a.rfind("--reps=", 0) == 0) {
             o.reps = std::max(1, std::atoi(a.c_str() + 7));
         } else if (a == "--help") {
-            std::printf("usage: bnforge_gpu_bench [--quick] [--reps=N]   (JSON lines on stdout)\n");
+            std::printf("usage: bnforge_gpu_bench [--quick] [--reps=N]   (JSON lines on stdout; exit 77 without a GPU)\n");
             std::exit(0);
         } else {
             std::fprintf(stderr, "bnforge_gpu_bench: unknown argument %s\n", a.c_str());
@@ -336,6 +336,9 @@ void run_case(cudnnHandle_t handle, const Shape& s, DType dtype, Layout layout, 
     report("cudnn", 3, [&](int i) { return cudnn.fused(x[i % copies], z[i % copies], y); });
 }
 
+// The exit status without a GPU: ctest's "skipped" (bench/gpu/CMakeLists.txt).
+constexpr int kNoDevice = 77;
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -343,7 +346,7 @@ int main(int argc, char** argv) {
     try {
         if (cuda_device_count() == 0) {
             std::fprintf(stderr, "bnforge_gpu_bench: no CUDA device\n");
-            return 1;
+            return kNoDevice;
         }
         cudaDeviceProp prop{};
         check_cuda(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
