@@ -102,9 +102,13 @@ const std::vector<KernelEntry>& kernel_table() {
 }
 
 const KernelEntry& find_kernel(Pipeline pipeline, Device device, DType dtype, Layout layout, Fusion fusion) {
-    // A variant missing from the selected set is an Error rather than a
+    return find_kernel(pipeline, device, dtype, layout, fusion, selected_kernel_schedule());
+}
+
+const KernelEntry& find_kernel(Pipeline pipeline, Device device, DType dtype, Layout layout, Fusion fusion,
+                               const std::string& schedule) {
+    // A variant missing from the schedule's set is an Error rather than a
     // silent fall back to manual.
-    const std::string& schedule = selected_kernel_schedule();
     for (const KernelEntry& k : kernel_table()) {
         if (k.pipeline == pipeline && k.device == device.kind && k.dtype == dtype && k.layout == layout &&
             k.fusion == fusion && k.schedule == schedule) {

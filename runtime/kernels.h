@@ -42,7 +42,8 @@ struct KernelEntry {
 };
 
 const std::vector<KernelEntry>& kernel_table();
-const KernelEntry& find_kernel(Pipeline, Device, DType, Layout, Fusion);
+const KernelEntry& find_kernel(Pipeline, Device, DType, Layout, Fusion);  // of the selected schedule set
+const KernelEntry& find_kernel(Pipeline, Device, DType, Layout, Fusion, const std::string& schedule);
 // The schedule whose kernels find_kernel returns (runtime_info.cpp).
 const std::string& selected_kernel_schedule();
 

@@ -99,8 +99,8 @@ std::vector<std::string> kernel_schedules() { return schedule_names(); }
 
 std::vector<std::string> kernel_schedules(Device device) {
     std::vector<std::string> out;
+    const auto& table = detail::kernel_table();
     for (const auto& name : schedule_names()) {
-        const auto& table = detail::kernel_table();
         if (std::any_of(table.begin(), table.end(),
                         [&](const detail::KernelEntry& k) { return k.device == device.kind && k.schedule == name; })) {
             out.push_back(name);

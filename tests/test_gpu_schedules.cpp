@@ -27,7 +27,6 @@
 #include <limits>
 #include <map>
 #include <random>
-#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -123,17 +122,9 @@ protected:
 
     // The OpenCL float32 kernel of this test's schedule set, from the runtime's kernel table.
     const KernelEntry& kernel(Pipeline pipeline, Fusion fusion) const {
-        const bnforge::Layout layout = shape().nhwc ? bnforge::Layout::NHWC : bnforge::Layout::NCHW;
-        for (const KernelEntry& k : bnforge::detail::kernel_table()) {
-            if (k.pipeline == pipeline && k.device == bnforge::Device::Kind::OpenCL &&
-                k.dtype == bnforge::DType::Float32 && k.layout == layout && k.fusion == fusion &&
-                k.schedule == schedule()) {
-                return k;
-            }
-        }
-        throw std::runtime_error("the build has no OpenCL float32 " + std::string(bnforge::detail::to_string(pipeline)) +
-                                 " kernel for fusion " + bnforge::detail::to_string(fusion) + " and schedule " +
-                                 schedule());
+        return bnforge::detail::find_kernel(pipeline, bnforge::Device::opencl(), bnforge::DType::Float32,
+                                            shape().nhwc ? bnforge::Layout::NHWC : bnforge::Layout::NCHW, fusion,
+                                            schedule());
     }
 
     std::mt19937 rng{1234u + static_cast<unsigned>(shape().n * 7 + shape().c * 13 + shape().s)};
