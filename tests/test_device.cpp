@@ -34,13 +34,8 @@ struct DeviceCase {
 
 std::string device_case_name(const ::testing::TestParamInfo<DeviceCase>& info) {
     const DeviceCase& c = info.param;
-    std::string name = c.device.is_cuda() ? "cuda" : "opencl";
-    return name + "_" + to_string(c.dtype) + "_" + to_string(c.layout) + (c.fused ? "_fused" : "_plain");
+    return testutil::device_name(c.device) + "_" + to_string(c.dtype) + "_" + to_string(c.layout) + (c.fused ? "_fused" : "_plain");
 }
-
-// A macro: GTEST_SKIP only leaves the function it is written in.
-#define SKIP_WITHOUT(device) \
-    if ((device).is_cuda() && cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device on this machine"
 
 // ‖a − b‖ / ‖b‖.
 double relative_error(const std::vector<double>& a, const std::vector<double>& b) {
@@ -202,9 +197,7 @@ TEST_P(GpuScheduleSets, EachRunsItsOwnKernels) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Gpu, GpuScheduleSets, ::testing::Values(Device::opencl(), Device::cuda(0)),
-                         [](const ::testing::TestParamInfo<Device>& info) {
-                             return std::string(info.param.is_cuda() ? "cuda" : "opencl");
-                         });
+                         [](const ::testing::TestParamInfo<Device>& info) { return testutil::device_name(info.param); });
 
 TEST(CudaTensor, DLPackKeepsTheDevice) {
     SKIP_WITHOUT(Device::cuda(0));

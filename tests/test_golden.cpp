@@ -60,7 +60,7 @@ TEST_P(Golden, MatchesPyTorch) {
     const StateDict g = load_safetensors(path);
     auto meta = load_safetensors_metadata(path);
     const DType dtype = meta["dtype"] == "bfloat16" ? DType::BFloat16 : DType::Float32;
-    if (device.is_cuda() && cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device on this machine";
+    SKIP_WITHOUT(device);
     if (device.kind == Device::Kind::OpenCL && dtype != DType::Float32) {
         GTEST_SKIP() << "the OpenCL kernels (PoCL checks) are float32 only";
     }
@@ -126,7 +126,7 @@ TEST_P(Golden, MatchesPyTorch) {
 std::string golden_name(const ::testing::TestParamInfo<GoldenParam>& info) {
     const auto& [name, layout, device] = info.param;
     const std::string base = name + "_" + to_string(layout);
-    return device.is_cpu() ? base : base + "_" + (device.is_cuda() ? "cuda" : "opencl");
+    return device.is_cpu() ? base : base + "_" + device_name(device);
 }
 
 INSTANTIATE_TEST_SUITE_P(PyTorch, Golden,

@@ -117,6 +117,16 @@ inline std::string variant_name(const ::testing::TestParamInfo<VariantCase>& inf
     return s;
 }
 
+// A device in a test name: "cpu", "cuda" (any index) or "opencl".
+inline std::string device_name(Device device) {
+    return device.is_cpu() ? "cpu" : device.is_cuda() ? "cuda" : "opencl";
+}
+
+// Skips a test on a CUDA device when the machine has none. A macro: GTEST_SKIP
+// only leaves the function it is written in.
+#define SKIP_WITHOUT(device) \
+    if ((device).is_cuda() && ::bnforge::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device on this machine"
+
 // Restores the process-wide kernel schedule set when a test that changes it ends, however it ends.
 class KeepSchedule {
 public:
