@@ -113,7 +113,8 @@ function(_bnforge_add_gpu_variant pipeline generator device dtag layout fusion)
             endif ()
             string(TOLOWER ${scheduler} schedule)
             bnforge_add_kernel(${name}_${schedule} GENERATOR ${generator} TARGETS ${target} AUTOSCHEDULER ${scheduler}
-                               PARAMS ${ARGN} ${BNFORGE_GPU_AUTOSCHEDULE_PARAMS})
+                               PARAMS ${ARGN} autoscheduler.parallelism=${BNFORGE_GPU_SM_COUNT}
+                                      ${BNFORGE_GPU_AUTOSCHEDULE_PARAMS})
             _bnforge_register_kernel(${pipeline} ${device} ${dtag} ${layout} ${fusion} ${schedule} ${name}_${schedule})
         endforeach ()
     endif ()

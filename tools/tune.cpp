@@ -53,12 +53,17 @@ const std::vector<Family> kFamilies = {
 };
 
 const std::map<std::string, std::string> kDtypeTags = {{"float32", "f32"}, {"float16", "f16"}, {"bfloat16", "bf16"}};
-// Halide's autoschedulers, and which of them schedule CPUs and GPUs.
-const std::vector<std::string> kAllSchedulers = {"Adams2019", "Mullapudi2016", "Li2018", "Anderson2021"};
+// Halide's autoschedulers: those that schedule CPUs, those that schedule GPUs, and all of them.
 const std::vector<std::string> kCpuSchedulers = {"Adams2019", "Mullapudi2016", "Li2018"};
 const std::vector<std::string> kGpuSchedulers = {"Anderson2021", "Li2018"};
-// The autoscheduled GPU kernels' parallelism: an H100 SXM's SM count, as the AOT build (BNFORGE_GPU_AUTOSCHEDULE_PARAMS).
-constexpr int kGpuParallelism = 132;
+const std::vector<std::string> kAllSchedulers = [] {
+    std::vector<std::string> all = kCpuSchedulers;
+    for (const auto& s : kGpuSchedulers)
+        if (std::find(all.begin(), all.end(), s) == all.end()) all.push_back(s);
+    return all;
+}();
+// The GPU autoschedulers' parallelism, as in the AOT build: BNFORGE_GPU_SM_COUNT.
+constexpr int kGpuParallelism = BNFORGE_GPU_SM_COUNT;
 
 struct Options {
     std::string pipeline = "all", layout = "nchw", dtype = "float32", fusion = "all";
@@ -96,7 +101,8 @@ _opencl_...) on that device: run it where the GPU is.
   --schedulers S   comma list of Adams2019, Mullapudi2016, Li2018 (CPU)
                    or Anderson2021, Li2018 (GPU)          [all of the target's kind]
   --threads K      threads for the CPU kernels                             [hardware threads]
-  --parallelism P  the autoschedulers' parallelism    [CPU: --threads; GPU: 132, H100 SMs]
+  --parallelism P  the autoschedulers' parallelism
+                   [CPU: --threads; GPU: the build's BNFORGE_GPU_SM_COUNT]
   --runs R         timed runs per schedule (the median is reported)        [15]
   --min-gain G     how much faster than the build's current schedule a
                    schedule must be to be written (0.05 = 5%)              [0.05]
