@@ -129,14 +129,17 @@ struct Result {
     std::string unsupported;  // why there is no time
 };
 
-void print_json(const Shape& s, DType dtype, Layout layout, const Result& r, double floor_bytes, double copy_gbs) {
+// One measurement as a JSON line; `copies` is the case's input rotation,
+// which torch_bench.py reads with the cases, so both benches time the same.
+void print_json(const Shape& s, DType dtype, Layout layout, const Result& r, double floor_bytes, double copy_gbs,
+                int copies) {
     std::printf("{\"n\": %lld, \"c\": %lld, \"h\": %lld, \"w\": %lld, \"dtype\": \"%s\", \"layout\": \"%s\", "
                 "\"impl\": \"%s\", \"op\": \"%s\", \"ms\": %s, \"floor_bytes\": %.0f, \"copy_gbs\": %.2f, "
-                "\"unsupported\": \"%s\"}\n",
+                "\"copies\": %d, \"unsupported\": \"%s\"}\n",
                 static_cast<long long>(s.n), static_cast<long long>(s.c), static_cast<long long>(s.h),
                 static_cast<long long>(s.w), to_string(dtype), to_string(layout), r.impl.c_str(),
                 r.op.c_str(), r.unsupported.empty() ? std::to_string(r.ms).c_str() : "null", floor_bytes, copy_gbs,
-                r.unsupported.c_str());
+                copies, r.unsupported.c_str());
     std::fflush(stdout);
 }
 
@@ -287,7 +290,7 @@ void run_case(cudnnHandle_t handle, const Shape& s, DType dtype, Layout layout, 
     const double copy_gbs = 2 * bytes / copy_ms / 1e6;
     const double floors[] = {2 * bytes, 3 * bytes, 5 * bytes, 4 * bytes};  // eval, train, backward, fused
     const char* ops[] = {"eval", "train", "backward", "fused"};
-    print_json(s, dtype, layout, {"copy", "copy", copy_ms, ""}, 2 * bytes, copy_gbs);
+    print_json(s, dtype, layout, {"copy", "copy", copy_ms, ""}, 2 * bytes, copy_gbs, copies);
 
     auto report = [&](const std::string& impl, int op, const std::function<bool(int)>& f) {
         Result r{impl, ops[op], 0, ""};
@@ -300,7 +303,7 @@ void run_case(cudnnHandle_t handle, const Shape& s, DType dtype, Layout layout, 
         }
         if (!ok) r.unsupported = "not supported by " + impl + " for this case";
         for (char& ch : r.unsupported) ch = ch == '"' || ch == '\n' ? '\'' : ch;
-        print_json(s, dtype, layout, r, floors[op], copy_gbs);
+        print_json(s, dtype, layout, r, floors[op], copy_gbs, copies);
     };
 
     // bnforge: the manual schedules, and (float32) each GPU autoscheduler's.

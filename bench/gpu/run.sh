@@ -43,7 +43,7 @@ step "CUDA tests" "$OUT/tests.log" "$root/bin/bnforge_tests" --gtest_brief=1 \
     --gtest_filter='*cuda*:*Cuda*'
 step "NCCL world of one" "$OUT/nccl.log" "$root/bin/bnforge_sync_tests" --gtest_filter='NcclProcessGroup.*:ProcessGroup.*'
 step "bnforge and cuDNN" "$OUT/bnforge.jsonl" "$root/bin/bnforge_gpu_bench" $quick
-step "PyTorch" "$OUT/pytorch.jsonl" python3 bench/gpu/torch_bench.py $quick
+step "PyTorch" "$OUT/pytorch.jsonl" python3 bench/gpu/torch_bench.py "$OUT/bnforge.jsonl" ${quick:+--reps=3}
 
 device=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr -c 'A-Za-z0-9\n' '-' | tr -s '-' | sed 's/-$//')
 report="$OUT/$(date -u +%F)-${device:-gpu}-gpu${quick:+-quick}.md"

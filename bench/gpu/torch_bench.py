@@ -1,25 +1,24 @@
 #!/usr/bin/env python3
-"""PyTorch's batch norm on the GPU, on the cases of bnforge_gpu_bench.
+"""PyTorch's batch norm on the GPU, on the cases bnforge_gpu_bench measured.
 
-The same shapes, dtypes, layouts, ops, timing (CUDA events, 3 warm-ups, the
-median of --reps) and input rotation as bench/gpu/gpu_bench.cpp, through
-torch.nn.functional: batch_norm (eval and training), its backward (autograd
-of one training forward, replayed with retain_graph), and the fused op as
-PyTorch's unfused sequence relu(batch_norm(x) + z). One JSON object per line.
+Reads bnforge_gpu_bench's JSON lines and times each of its cases (shape,
+dtype, layout, input rotation) and ops with its floors, the same way (CUDA
+events, 3 warm-ups, the median of --reps), through torch.nn.functional:
+batch_norm (eval and training), its backward (autograd of one training
+forward, replayed with retain_graph), and the fused op as PyTorch's unfused
+sequence relu(batch_norm(x) + z). One JSON object per line.
+
+usage: torch_bench.py BNFORGE_JSONL [--reps N]
 """
 import argparse
 import json
-import math
 import statistics
 import sys
 
 import torch
 import torch.nn.functional as F
 
-RESNET50 = [(64, 112), (64, 56), (128, 56), (256, 56), (128, 28), (256, 28), (512, 28),
-            (256, 14), (512, 14), (1024, 14), (512, 7), (2048, 7)]
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-L2_BYTES = 50e6
 
 
 def median_ms(f, reps):
@@ -39,26 +38,41 @@ def median_ms(f, reps):
     return statistics.median(times)
 
 
-def run_case(n, c, side, dtype_name, layout, reps, gen):
+def cases_of(path):
+    """The cases (the copy rows, in order) and each op's floor, from bnforge_gpu_bench's output."""
+    cases, floors = [], {}
+    with open(path) as f:
+        for line in f:
+            if not line.startswith("{"):
+                continue
+            r = json.loads(line)
+            if "op" not in r:
+                continue
+            case = (r["n"], r["c"], r["h"], r["w"], r["dtype"], r["layout"])
+            if r["impl"] == "copy":
+                cases.append((case, r["copies"]))
+            else:
+                floors[(case, r["op"])] = r["floor_bytes"]
+    return cases, floors
+
+
+def run_case(case, copies, floors, reps, gen):
+    n, c, h, w, dtype_name, layout = case
     dtype = DTYPES[dtype_name]
     fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
-    numel = n * c * side * side
-    nbytes = numel * torch.tensor([], dtype=dtype).element_size()
-    copies = int(min(64, max(1, math.ceil(3 * L2_BYTES / nbytes))))
 
     def rand(mean):
-        return [(torch.randn(n, c, side, side, device="cuda", generator=gen) + mean).to(dtype)
+        return [(torch.randn(n, c, h, w, device="cuda", generator=gen) + mean).to(dtype)
                 .contiguous(memory_format=fmt) for _ in range(copies)]
 
     x, dy, z = rand(3.0), rand(0.0), rand(0.0)
     weight = torch.ones(c, device="cuda")
     bias = torch.zeros(c, device="cuda")
     rm, rv = torch.zeros(c, device="cuda"), torch.ones(c, device="cuda")
-    base = {"n": n, "c": c, "h": side, "w": side, "dtype": dtype_name, "layout": layout, "impl": "pytorch"}
-    floors = {"eval": 2 * nbytes, "train": 3 * nbytes, "backward": 5 * nbytes, "fused": 4 * nbytes}
+    base = {"n": n, "c": c, "h": h, "w": w, "dtype": dtype_name, "layout": layout, "impl": "pytorch"}
 
     def emit(op, ms):
-        print(json.dumps(dict(base, op=op, ms=ms, floor_bytes=floors[op], unsupported="")), flush=True)
+        print(json.dumps(dict(base, op=op, ms=ms, floor_bytes=floors[(case, op)], unsupported="")), flush=True)
 
     with torch.no_grad():
         emit("eval", median_ms(lambda i: F.batch_norm(x[i % copies], rm, rv, weight, bias, False, 0.1, 1e-5), reps))
@@ -74,21 +88,20 @@ def run_case(n, c, side, dtype_name, layout, reps, gen):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bnforge_jsonl", help="bnforge_gpu_bench's output: the cases to time")
     parser.add_argument("--reps", type=int, default=20)
     args = parser.parse_args()
+    cases, floors = cases_of(args.bnforge_jsonl)
+    if not cases:
+        sys.exit(f"torch_bench.py: no cases in {args.bnforge_jsonl}")
     torch.backends.cudnn.benchmark = False
     gen = torch.Generator(device="cuda").manual_seed(2026)
-    batches, shapes, reps = ([8], [(64, 28), (512, 7)], 3) if args.quick else ([32, 256], RESNET50, args.reps)
     print(json.dumps({"pytorch": torch.__version__, "cudnn_torch": torch.backends.cudnn.version()}), flush=True)
-    for n in batches:
-        for c, side in shapes:
-            for dtype_name in DTYPES:
-                for layout in ("nchw", "nhwc"):
-                    print(f"  {n}x{c}x{side}x{side} {dtype_name} {layout}", file=sys.stderr, flush=True)
-                    run_case(n, c, side, dtype_name, layout, reps, gen)
-                    torch.cuda.empty_cache()
+    for case, copies in cases:
+        print("  {}x{}x{}x{} {} {}".format(*case), file=sys.stderr, flush=True)
+        run_case(case, copies, floors, args.reps, gen)
+        torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":
