@@ -175,6 +175,39 @@ function(bnforge_add_kernel_family)
     endforeach ()
 endfunction()
 
+# A per-channel family: kernels over C values (float32 parameters, float64
+# statistics), so no dtype or layout; one library per VARIANTS entry
+# ("<label>|<generator params>") and device: the CPU targets (fat), and
+# CUDA and OpenCL where configured. A saved schedule replaces a manual one as
+# for the batch families. They are not autoscheduled (a few µs over C values)
+# and `bnforge tune` leaves them out.
+#
+#   bnforge_add_channel_family(PIPELINE <name> GENERATOR <generator> VARIANTS <label>|<params> ...)
+function(bnforge_add_channel_family)
+    cmake_parse_arguments(PARSE_ARGV 0 ARG "" "PIPELINE;GENERATOR" "VARIANTS")
+    foreach (spec IN LISTS ARG_VARIANTS)
+        string(REPLACE "|" ";" spec "${spec}")
+        list(POP_FRONT spec label)
+        string(REPLACE " " ";" params "${spec}")
+        foreach (device IN ITEMS cpu cuda opencl)
+            string(TOUPPER ${device} device_upper)
+            set(targets ${BNFORGE_${device_upper}_TARGET})
+            if (device STREQUAL "cpu")
+                set(targets ${BNFORGE_CPU_TARGETS})
+            endif ()
+            if (NOT targets)
+                continue()
+            endif ()
+            set(name bnk_${ARG_PIPELINE}_${device}_${label})
+            _bnforge_saved_schedule_param(${name} saved)
+            bnforge_add_kernel(${name} GENERATOR ${ARG_GENERATOR} TARGETS ${targets} PARAMS ${params} ${saved})
+            set_property(GLOBAL APPEND PROPERTY BNFORGE_KERNEL_LIBS ${name})
+            set_property(GLOBAL APPEND PROPERTY BNFORGE_KERNEL_REGISTRY
+                         "BNFORGE_CHANNEL_KERNEL(${ARG_PIPELINE}, ${device}, ${label}, manual, ${name})")
+        endforeach ()
+    endforeach ()
+endfunction()
+
 # Writes the registry (X-macro lines), one header including every variant,
 # and the families for `bnforge tune` (pipeline, generator, fusion, params).
 function(bnforge_write_kernel_registry dir)

@@ -6,7 +6,10 @@
 // zero — unlike the folded x·scale + (beta − mean·scale).
 // With ReLU the pipeline also writes a 1-bit mask of the positive outputs
 // (packed across the batch, see pack_mask_bits).
-#include "bn_common.h"
+#include "bn_generator.h"
+#include "bn_math.h"
+#include "cpu_schedules.h"
+#include "gpu_schedules.h"
 
 namespace bnforge_gen {
 
@@ -14,25 +17,26 @@ class BnApply : public BnGenerator<BnApply> {
 public:
     GeneratorParam<Layout> layout{"layout", Layout::NCHW, kLayoutNames};
     GeneratorParam<Type> dtype{"dtype", Float(32)};
-    GeneratorParam<Fusion> fusion{"fusion", Fusion::None, kFusionNames};
+    GeneratorParam<Fusion> fusion{"fusion", Fusion::none, kFusionNames};
 
-    Input<Buffer<float, 1>> shift{"shift"};
-    Input<Buffer<float, 1>> offset{"offset"};
-    Input<Buffer<float, 1>> scale{"scale"};
-    Input<Buffer<float, 1>> beta{"beta"};
+    Input<Buffer<float, 1>> shift{arg::shift};
+    Input<Buffer<float, 1>> offset{arg::offset};
+    Input<Buffer<float, 1>> scale{arg::scale};
+    Input<Buffer<float, 1>> beta{arg::beta};
 
     void configure() {
-        x = add_input<Buffer<>>("x", dtype, 3);
-        if (fusion == Fusion::AddRelu) addend = add_input<Buffer<>>("addend", dtype, 3);
-        y = add_output<Buffer<>>("y", dtype, 3);
-        if (fusion != Fusion::None) mask = add_output<Buffer<uint8_t, 3>>("mask");
+        if (fusion == Fusion::masked) throw CompileError("bn_apply: fusion is none, relu or add_relu");
+        x = add_input<Buffer<>>(arg::x, dtype, 3);
+        if (fusion == Fusion::add_relu) addend = add_input<Buffer<>>(arg::addend, dtype, 3);
+        y = add_output<Buffer<>>(arg::y, dtype, 3);
+        if (fusion != Fusion::none) mask = add_output<Buffer<uint8_t, 3>>(arg::mask);
     }
 
     void generate() {
         Expr c = layout == Layout::NCHW ? d1 : d0;
         pre(d0, d1, n) = normalized(widen_to_float((*x)(d0, d1, n)), shift(c), offset(c), scale(c), beta(c),
                                     addend ? widen_to_float((*addend)(d0, d1, n)) : Expr());
-        Expr out = fusion == Fusion::None ? Expr(pre(d0, d1, n)) : relu(pre(d0, d1, n));
+        Expr out = fusion == Fusion::none ? Expr(pre(d0, d1, n)) : relu(pre(d0, d1, n));
         (*y)(d0, d1, n) = narrow_from_float(dtype, out);
         if (mask) (*mask)(d0, d1, m) = pack_mask_bits(pre, d0, d1, m, x->dim(2).extent());
 
@@ -43,22 +47,17 @@ public:
         if (mask) set_mask_estimates(*mask, layout);
     }
 
-    void schedule() {
-        if (using_autoscheduler()) {
-            // Estimates above are all an autoscheduler needs (plus leave to unroll, see bn_common.h).
-            permit_estimate_unrolls();
-        } else if (get_target().has_gpu_feature()) {
-            Var at = schedule_elementwise_gpu(*y, d0, d1, n, mask != nullptr);
-            if (mask) schedule_mask_gpu(*mask, *y, d0, d1, m, at);
-        } else if (has_saved_schedule()) {
-            apply_saved_schedule();
+    void schedule_gpu() {
+        Var at = schedule_elementwise_gpu(*y, d0, d1, n, mask != nullptr);
+        if (mask) schedule_mask_gpu(*mask, *y, d0, d1, m, at);
+    }
+
+    void schedule_cpu() {
+        const int vec = natural_vector_size<float>();
+        if (mask) {
+            schedule_masked_rows_cpu(*y, *mask, d0, d1, n, m, y->dim(0).extent(), vec);
         } else {
-            const int vec = natural_vector_size<float>();
-            if (mask) {
-                schedule_masked_rows_cpu(*y, *mask, d0, d1, n, m, y->dim(0).extent(), vec);
-            } else {
-                schedule_rows_cpu(*y, d0, d1, n, y->dim(0).extent(), vec);
-            }
+            schedule_rows_cpu(*y, d0, d1, n, y->dim(0).extent(), vec);
         }
     }
 

@@ -3,7 +3,10 @@
 //   training: k_dy = γ·invstd, k_xmu = γ·invstd³·sum_dy_xmu/M, k_bias = γ·invstd·sum_dy/M
 //   eval / frozen statistics: k_dy = γ·invstd, k_xmu = k_bias = 0.
 // The fused op also writes d_addend = g.
-#include "bn_common.h"
+#include "bn_generator.h"
+#include "bn_math.h"
+#include "cpu_schedules.h"
+#include "gpu_schedules.h"
 
 namespace bnforge_gen {
 
@@ -11,20 +14,21 @@ class BnBackwardApply : public BnGenerator<BnBackwardApply> {
 public:
     GeneratorParam<Layout> layout{"layout", Layout::NCHW, kLayoutNames};
     GeneratorParam<Type> dtype{"dtype", Float(32)};
-    GeneratorParam<Fusion> fusion{"fusion", Fusion::None, kFusionNames};
+    GeneratorParam<Fusion> fusion{"fusion", Fusion::none, kFusionNames};
 
-    Input<Buffer<float, 1>> shift{"shift"};
-    Input<Buffer<float, 1>> offset{"offset"};
-    Input<Buffer<float, 1>> k_dy{"k_dy"};
-    Input<Buffer<float, 1>> k_xmu{"k_xmu"};
-    Input<Buffer<float, 1>> k_bias{"k_bias"};
+    Input<Buffer<float, 1>> shift{arg::shift};
+    Input<Buffer<float, 1>> offset{arg::offset};
+    Input<Buffer<float, 1>> k_dy{arg::k_dy};
+    Input<Buffer<float, 1>> k_xmu{arg::k_xmu};
+    Input<Buffer<float, 1>> k_bias{arg::k_bias};
 
     void configure() {
-        x = add_input<Buffer<>>("x", dtype, 3);
-        dy = add_input<Buffer<>>("dy", dtype, 3);
-        if (fusion != Fusion::None) mask = add_input<Buffer<uint8_t, 3>>("mask");
-        dx = add_output<Buffer<>>("dx", dtype, 3);
-        if (fusion == Fusion::AddRelu) daddend = add_output<Buffer<>>("daddend", dtype, 3);
+        if (fusion == Fusion::masked) throw CompileError("bn_backward_apply: fusion is none, relu or add_relu");
+        x = add_input<Buffer<>>(arg::x, dtype, 3);
+        dy = add_input<Buffer<>>(arg::dy, dtype, 3);
+        if (fusion != Fusion::none) mask = add_input<Buffer<uint8_t, 3>>(arg::mask);
+        dx = add_output<Buffer<>>(arg::dx, dtype, 3);
+        if (fusion == Fusion::add_relu) daddend = add_output<Buffer<>>(arg::daddend, dtype, 3);
     }
 
     void generate() {
@@ -44,28 +48,23 @@ public:
         for (auto* p : {&shift, &offset, &k_dy, &k_xmu, &k_bias}) set_channel_estimates(*p);
     }
 
-    void schedule() {
-        if (using_autoscheduler()) {
-            // Estimates above are all an autoscheduler needs (plus leave to unroll, see bn_common.h).
-            permit_estimate_unrolls();
-        } else if (get_target().has_gpu_feature()) {
-            // With a mask, each thread takes the 8 rows of one mask byte, so it
-            // loads the byte once.
-            Var at = schedule_elementwise_gpu(*dx, d0, d1, n, mask != nullptr);
-            if (daddend) {
-                schedule_elementwise_gpu(*daddend, d0, d1, n, mask != nullptr);
-                daddend->compute_with(Func(*dx), at);
-            }
-        } else if (has_saved_schedule()) {
-            apply_saved_schedule();
-        } else {
-            const int vec = natural_vector_size<float>();
-            Var rows = schedule_rows_cpu(*dx, d0, d1, n, dx->dim(0).extent(), vec);
-            if (daddend) {
-                // Same loop nest as dx, so dy and the mask are read once.
-                schedule_rows_cpu(*daddend, d0, d1, n, dx->dim(0).extent(), vec);
-                daddend->compute_with(Func(*dx), rows);
-            }
+    void schedule_gpu() {
+        // With a mask, each thread takes the 8 rows of one mask byte, so it
+        // loads the byte once.
+        Var at = schedule_elementwise_gpu(*dx, d0, d1, n, mask != nullptr);
+        if (daddend) {
+            schedule_elementwise_gpu(*daddend, d0, d1, n, mask != nullptr);
+            daddend->compute_with(Func(*dx), at);
+        }
+    }
+
+    void schedule_cpu() {
+        const int vec = natural_vector_size<float>();
+        Var rows = schedule_rows_cpu(*dx, d0, d1, n, dx->dim(0).extent(), vec);
+        if (daddend) {
+            // Same loop nest as dx, so dy and the mask are read once.
+            schedule_rows_cpu(*daddend, d0, d1, n, dx->dim(0).extent(), vec);
+            daddend->compute_with(Func(*dx), rows);
         }
     }
 

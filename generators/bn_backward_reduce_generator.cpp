@@ -1,7 +1,10 @@
 // Backward reduction: per channel sum_dy = Σ g and sum_dy_xmu = Σ g·(x − mean),
 // where g = dy, or dy masked by the forward ReLU mask for the fused op.
 // The mean arrives as shift + offset (see bn_apply); sums as in bn_stats.
-#include "bn_common.h"
+#include "bn_generator.h"
+#include "bn_math.h"
+#include "cpu_schedules.h"
+#include "gpu_schedules.h"
 
 namespace bnforge_gen {
 
@@ -9,17 +12,20 @@ class BnBackwardReduce : public BnGenerator<BnBackwardReduce> {
 public:
     GeneratorParam<Layout> layout{"layout", Layout::NCHW, kLayoutNames};
     GeneratorParam<Type> dtype{"dtype", Float(32)};
-    GeneratorParam<bool> masked{"masked", false};
+    GeneratorParam<Fusion> fusion{"fusion", Fusion::none, kFusionNames};  // none or masked
 
-    Input<Buffer<float, 1>> shift{"shift"};
-    Input<Buffer<float, 1>> offset{"offset"};
-    Output<Buffer<double, 1>> sum_dy{"sum_dy"};
-    Output<Buffer<double, 1>> sum_dy_xmu{"sum_dy_xmu"};
+    Input<Buffer<float, 1>> shift{arg::shift};
+    Input<Buffer<float, 1>> offset{arg::offset};
+    Output<Buffer<double, 1>> sum_dy{arg::sum_dy};
+    Output<Buffer<double, 1>> sum_dy_xmu{arg::sum_dy_xmu};
 
     void configure() {
-        x = add_input<Buffer<>>("x", dtype, 3);
-        dy = add_input<Buffer<>>("dy", dtype, 3);
-        if (masked) mask = add_input<Buffer<uint8_t, 3>>("mask");
+        if (fusion != Fusion::none && fusion != Fusion::masked) {
+            throw CompileError("bn_backward_reduce: fusion is none or masked");
+        }
+        x = add_input<Buffer<>>(arg::x, dtype, 3);
+        dy = add_input<Buffer<>>(arg::dy, dtype, 3);
+        if (fusion == Fusion::masked) mask = add_input<Buffer<uint8_t, 3>>(arg::mask);
     }
 
     void generate() {
@@ -47,20 +53,13 @@ public:
         set_channel_estimates(sum_dy_xmu);
     }
 
-    void schedule() {
-        if (using_autoscheduler()) {
-            // Estimates above are all an autoscheduler needs (plus leave to unroll, see bn_common.h).
-            permit_estimate_unrolls();
-        } else if (get_target().has_gpu_feature()) {
-            schedule_channel_sums_gpu(sums, layout);
-            schedule_channels_gpu(sum_dy, sum_dy.args()[0]);
-            schedule_channels_gpu(sum_dy_xmu, sum_dy_xmu.args()[0]);
-        } else if (has_saved_schedule()) {
-            apply_saved_schedule();
-        } else {
-            schedule_channel_sums_cpu(sums, layout, natural_vector_size<float>());
-        }
+    void schedule_gpu() {
+        schedule_channel_sums_gpu(sums, layout);
+        schedule_channels_gpu(sum_dy, sum_dy.args()[0]);
+        schedule_channels_gpu(sum_dy_xmu, sum_dy_xmu.args()[0]);
     }
+
+    void schedule_cpu() { schedule_channel_sums_cpu(sums, layout, natural_vector_size<float>()); }
 
 private:
     Input<Buffer<>>* x = nullptr;

@@ -5,7 +5,10 @@
 // (see channel_shift), so the sums see x − s, small when the data sit far
 // from zero; the float32 chunk sums are combined in float64, and
 // M2 = Σd² − (Σd)²/M is formed in float64. The count M = N·S is known to the caller.
-#include "bn_common.h"
+#include "bn_generator.h"
+#include "bn_math.h"
+#include "cpu_schedules.h"
+#include "gpu_schedules.h"
 
 namespace bnforge_gen {
 
@@ -14,14 +17,14 @@ public:
     GeneratorParam<Layout> layout{"layout", Layout::NCHW, kLayoutNames};
     GeneratorParam<Type> dtype{"dtype", Float(32)};
 
-    Output<Buffer<double, 1>> mean{"mean"};
-    Output<Buffer<double, 1>> m2{"m2"};
+    Output<Buffer<double, 1>> mean{arg::mean};
+    Output<Buffer<double, 1>> m2{arg::m2};
 
-    void configure() { x = add_input<Buffer<>>("x", dtype, 3); }
+    void configure() { x = add_input<Buffer<>>(arg::x, dtype, 3); }
 
     void generate() {
         Var c("c");
-        BatchSums stats = batch_sums(*x, layout, manual_schedule());
+        BatchSums stats = batch_sums(*x, spatial_extent(*x, layout), x->dim(2).extent(), layout, manual_schedule());
         shift = stats.shift;
         sums = stats.sums;
         Tuple moments = channel_moments(shift(c), sums.total(c)[0], sums.total(c)[1], stats.count);
@@ -33,22 +36,17 @@ public:
         set_channel_estimates(m2);
     }
 
-    void schedule() {
-        if (using_autoscheduler()) {
-            // Estimates above are all an autoscheduler needs (plus leave to unroll, see bn_common.h).
-            permit_estimate_unrolls();
-        } else if (get_target().has_gpu_feature()) {
-            Var c = mean.args()[0];
-            schedule_channels_gpu(shift, shift.args()[0]);
-            schedule_channel_sums_gpu(sums, layout);
-            schedule_channels_gpu(mean, c);
-            schedule_channels_gpu(m2, c);
-        } else if (has_saved_schedule()) {
-            apply_saved_schedule();
-        } else {
-            shift.compute_root();
-            schedule_channel_sums_cpu(sums, layout, natural_vector_size<float>());
-        }
+    void schedule_gpu() {
+        Var c = mean.args()[0];
+        schedule_channels_gpu(shift, shift.args()[0]);
+        schedule_channel_sums_gpu(sums, layout);
+        schedule_channels_gpu(mean, c);
+        schedule_channels_gpu(m2, c);
+    }
+
+    void schedule_cpu() {
+        shift.compute_root();
+        schedule_channel_sums_cpu(sums, layout, natural_vector_size<float>());
     }
 
 private:

@@ -6,9 +6,10 @@
 // cross-process reduction.
 //
 // The sums are bn_backward_reduce's, in the same order, and the coefficients
-// bn_backward_apply's inputs formed with the runtime's float64 formulas:
-//   k_dy = γ·invstd, k_xmu = γ·invstd³·Σg(x − mean)/M, k_bias = γ·invstd·Σg/M.
-#include "bn_common.h"
+// bn_backward_finalize's (the same bn_math.h formula, grad_coefficients).
+#include "bn_generator.h"
+#include "bn_math.h"
+#include "cpu_schedules.h"
 
 namespace bnforge_gen {
 
@@ -16,25 +17,26 @@ class BnTrainBackward : public BnGenerator<BnTrainBackward> {
 public:
     GeneratorParam<Layout> layout{"layout", Layout::NCHW, kLayoutNames};
     GeneratorParam<Type> dtype{"dtype", Float(32)};
-    GeneratorParam<Fusion> fusion{"fusion", Fusion::None, kFusionNames};
+    GeneratorParam<Fusion> fusion{"fusion", Fusion::none, kFusionNames};
 
-    Input<Buffer<float, 1>> shift{"shift"};     // the forward mean as shift + offset (see bn_apply)
-    Input<Buffer<float, 1>> offset{"offset"};
-    Input<Buffer<double, 1>> scale{"scale"};    // γ·invstd
-    Input<Buffer<double, 1>> invstd{"invstd"};
+    Input<Buffer<float, 1>> shift{arg::shift};  // the forward mean as shift + offset (see bn_apply)
+    Input<Buffer<float, 1>> offset{arg::offset};
+    Input<Buffer<float, 1>> weight{arg::weight};  // ones when affine=False
+    Input<Buffer<double, 1>> invstd{arg::invstd};
 
     void configure() {
-        x = add_input<Buffer<>>("x", dtype, 3);
-        dy = add_input<Buffer<>>("dy", dtype, 3);
-        if (fusion != Fusion::None) mask = add_input<Buffer<uint8_t, 3>>("mask");
-        dx = add_output<Buffer<>>("dx", dtype, 3);
-        if (fusion == Fusion::AddRelu) daddend = add_output<Buffer<>>("daddend", dtype, 3);
-        sum_dy = add_output<Buffer<double, 1>>("sum_dy");
-        sum_dy_xmu = add_output<Buffer<double, 1>>("sum_dy_xmu");
+        if (fusion == Fusion::masked) throw CompileError("bn_train_backward: fusion is none, relu or add_relu");
+        x = add_input<Buffer<>>(arg::x, dtype, 3);
+        dy = add_input<Buffer<>>(arg::dy, dtype, 3);
+        if (fusion != Fusion::none) mask = add_input<Buffer<uint8_t, 3>>(arg::mask);
+        dx = add_output<Buffer<>>(arg::dx, dtype, 3);
+        if (fusion == Fusion::add_relu) daddend = add_output<Buffer<>>(arg::daddend, dtype, 3);
+        sum_dy = add_output<Buffer<double, 1>>(arg::sum_dy);
+        sum_dy_xmu = add_output<Buffer<double, 1>>(arg::sum_dy_xmu);
     }
 
     void generate() {
-        // Per-channel values over the channel Var of dx, so their loops fuse (bn_common.h).
+        // Per-channel values over the channel Var of dx, so their loops fuse (cpu_schedules.h).
         const Var& ch = layout == Layout::NCHW ? d1 : d0;
         Var s("s"), c("c");
 
@@ -51,11 +53,10 @@ public:
         (*sum_dy)(ch) = sums.total(ch)[0];
         (*sum_dy_xmu)(ch) = sums.total(ch)[1];
 
-        // bn_backward_apply's inputs as the runtime forms them, in IEEE order.
+        // bn_backward_apply's inputs as bn_backward_finalize forms them.
         Expr m = cast<double>(spatial) * cast<double>(batch);
-        coefficients(ch) = Tuple(strict_float(cast<float>(scale(ch))),
-                                 strict_float(cast<float>(scale(ch) * invstd(ch) * invstd(ch) * sums.total(ch)[1] / m)),
-                                 strict_float(cast<float>(scale(ch) * sums.total(ch)[0] / m)));
+        GradCoefficients k = grad_coefficients(weight(ch), invstd(ch), sums.total(ch)[0], sums.total(ch)[1], m, true);
+        coefficients(ch) = Tuple(k.k_dy, k.k_xmu, k.k_bias);
 
         // bn_backward_apply
         Expr xmu = centred(widen_to_float((*x)(d0, d1, n)), shift(ch), offset(ch));
@@ -68,29 +69,20 @@ public:
         set_batch_estimates(*dx, layout);
         if (daddend) set_batch_estimates(*daddend, layout);
         if (mask) set_mask_estimates(*mask, layout);
-        for (auto* p : {&shift, &offset}) set_channel_estimates(*p);
-        for (auto* p : {&scale, &invstd}) set_channel_estimates(*p);
+        for (auto* p : {&shift, &offset, &weight}) set_channel_estimates(*p);
+        set_channel_estimates(invstd);
         set_channel_estimates(*sum_dy);
         set_channel_estimates(*sum_dy_xmu);
     }
 
-    void schedule() {
-        if (using_autoscheduler()) {
-            // Estimates above are all an autoscheduler needs (plus leave to unroll, see bn_common.h).
-            permit_estimate_unrolls();
-        } else if (get_target().has_gpu_feature()) {
-            cpu_only_pipeline("bn_train_backward");
-        } else if (has_saved_schedule()) {
-            apply_saved_schedule();
-        } else {
-            const int vec = natural_vector_size<float>();
-            ChannelLoop channels = schedule_channels_cpu(*dx, layout, d0, d1, n, vec);
-            if (daddend) fuse_with_channels(*daddend, channels, d0, d1, n, vec);
-            fuse_with_channels(*sum_dy, channels, d0, d1, n, vec);
-            fuse_with_channels(*sum_dy_xmu, channels, d0, d1, n, vec);
-            schedule_channel_sums_cpu(sums, layout, vec, channels.level());
-            coefficients.compute_at(channels.level());
-        }
+    void schedule_cpu() {
+        const int vec = natural_vector_size<float>();
+        ChannelLoop channels = schedule_channels_cpu(*dx, layout, d0, d1, n, vec);
+        if (daddend) fuse_with_channels(*daddend, channels, d0, d1, n, vec);
+        fuse_with_channels(*sum_dy, channels, d0, d1, n, vec);
+        fuse_with_channels(*sum_dy_xmu, channels, d0, d1, n, vec);
+        schedule_channel_sums_cpu(sums, layout, vec, channels.level());
+        coefficients.compute_at(channels.level());
     }
 
 private:

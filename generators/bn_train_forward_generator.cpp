@@ -5,9 +5,11 @@
 // 2|x| + |y|. The runtime picks it when a block's slab fits in L2.
 //
 // The statistics are bn_stats's, summed in the same order, and the per-channel
-// coefficients are bn_apply's inputs formed with the runtime's float64
-// formulas, so both routes give bitwise identical y, mean and M2.
-#include "bn_common.h"
+// coefficients bn_forward_finalize's (the same bn_math.h formulas), so both
+// routes give bitwise identical y, mean and M2.
+#include "bn_generator.h"
+#include "bn_math.h"
+#include "cpu_schedules.h"
 
 namespace bnforge_gen {
 
@@ -15,26 +17,28 @@ class BnTrainForward : public BnGenerator<BnTrainForward> {
 public:
     GeneratorParam<Layout> layout{"layout", Layout::NCHW, kLayoutNames};
     GeneratorParam<Type> dtype{"dtype", Float(32)};
-    GeneratorParam<Fusion> fusion{"fusion", Fusion::None, kFusionNames};
+    GeneratorParam<Fusion> fusion{"fusion", Fusion::none, kFusionNames};
 
-    Input<Buffer<float, 1>> weight{"weight"};  // ones when affine=False
-    Input<Buffer<float, 1>> bias{"bias"};      // zeros when affine=False
-    Input<double> eps{"eps"};
+    Input<Buffer<float, 1>> weight{arg::weight};  // ones when affine=False
+    Input<Buffer<float, 1>> bias{arg::bias};      // zeros when affine=False
+    Input<double> eps{arg::eps};
 
     void configure() {
-        x = add_input<Buffer<>>("x", dtype, 3);
-        if (fusion == Fusion::AddRelu) addend = add_input<Buffer<>>("addend", dtype, 3);
-        y = add_output<Buffer<>>("y", dtype, 3);
-        if (fusion != Fusion::None) mask = add_output<Buffer<uint8_t, 3>>("mask");
-        mean = add_output<Buffer<double, 1>>("mean");
-        m2 = add_output<Buffer<double, 1>>("m2");
+        if (fusion == Fusion::masked) throw CompileError("bn_train_forward: fusion is none, relu or add_relu");
+        x = add_input<Buffer<>>(arg::x, dtype, 3);
+        if (fusion == Fusion::add_relu) addend = add_input<Buffer<>>(arg::addend, dtype, 3);
+        y = add_output<Buffer<>>(arg::y, dtype, 3);
+        if (fusion != Fusion::none) mask = add_output<Buffer<uint8_t, 3>>(arg::mask);
+        mean = add_output<Buffer<double, 1>>(arg::mean);
+        m2 = add_output<Buffer<double, 1>>(arg::m2);
     }
 
     void generate() {
         // Per-channel values are defined over the same Var as the channel
-        // dimension of y, so the schedule can fuse their loops (see bn_common.h).
+        // dimension of y, so the schedule can fuse their loops (see cpu_schedules.h).
         const Var& ch = layout == Layout::NCHW ? d1 : d0;
-        BatchSums stats = batch_sums(*x, layout, manual_schedule());  // bn_stats's
+        BatchSums stats = batch_sums(*x, spatial_extent(*x, layout), x->dim(2).extent(), layout,
+                                     manual_schedule());  // bn_stats's
         shift = stats.shift;
         sums = stats.sums;
         const Expr count = stats.count;
@@ -42,19 +46,16 @@ public:
         (*mean)(ch) = moments(ch)[0];
         (*m2)(ch) = moments(ch)[1];
 
-        // bn_apply's inputs as the runtime forms them (functional.cpp: SplitMean,
-        // scale), in IEEE order (strict_float) so both routes agree to the bit.
-        Expr mean_v = moments(ch)[0];
-        Expr invstd = cast<double>(1) / sqrt(moments(ch)[1] / count + eps);
-        Expr shift32 = cast<float>(mean_v);
-        coefficients(ch) = Tuple(strict_float(shift32), strict_float(cast<float>(mean_v - cast<double>(shift32))),
-                                 strict_float(cast<float>(cast<double>(weight(ch)) * invstd)));
+        // bn_apply's inputs as bn_forward_finalize forms them.
+        Expr invstd = inverse_std(batch_variance(moments(ch)[1], count), eps);
+        ApplyConstants k = apply_constants(moments(ch)[0], invstd, weight(ch), bias(ch));
+        coefficients(ch) = Tuple(k.shift, k.offset, k.scale);
 
         // bn_apply
         Expr added = addend ? widen_to_float((*addend)(d0, d1, n)) : Expr();
         pre(d0, d1, n) = normalized(widen_to_float((*x)(d0, d1, n)), coefficients(ch)[0], coefficients(ch)[1],
                                     coefficients(ch)[2], bias(ch), added);
-        Expr out = fusion == Fusion::None ? Expr(pre(d0, d1, n)) : relu(pre(d0, d1, n));
+        Expr out = fusion == Fusion::none ? Expr(pre(d0, d1, n)) : relu(pre(d0, d1, n));
         (*y)(d0, d1, n) = narrow_from_float(dtype, out);
         if (mask) (*mask)(d0, d1, m) = pack_mask_bits(pre, d0, d1, m, x->dim(2).extent());
 
@@ -69,25 +70,16 @@ public:
         set_channel_estimates(*m2);
     }
 
-    void schedule() {
-        if (using_autoscheduler()) {
-            // Estimates above are all an autoscheduler needs (plus leave to unroll, see bn_common.h).
-            permit_estimate_unrolls();
-        } else if (get_target().has_gpu_feature()) {
-            cpu_only_pipeline("bn_train_forward");
-        } else if (has_saved_schedule()) {
-            apply_saved_schedule();
-        } else {
-            const int vec = natural_vector_size<float>();
-            ChannelLoop channels = schedule_channels_cpu(*y, layout, d0, d1, n, vec);
-            if (mask) fuse_mask_with_channels(*mask, channels, d0, d1, n, m, vec);
-            fuse_with_channels(*mean, channels, d0, d1, n, vec);
-            fuse_with_channels(*m2, channels, d0, d1, n, vec);
-            shift.compute_at(channels.level());
-            schedule_channel_sums_cpu(sums, layout, vec, channels.level());
-            moments.compute_at(channels.level());
-            coefficients.compute_at(channels.level());
-        }
+    void schedule_cpu() {
+        const int vec = natural_vector_size<float>();
+        ChannelLoop channels = schedule_channels_cpu(*y, layout, d0, d1, n, vec);
+        if (mask) fuse_mask_with_channels(*mask, channels, d0, d1, n, m, vec);
+        fuse_with_channels(*mean, channels, d0, d1, n, vec);
+        fuse_with_channels(*m2, channels, d0, d1, n, vec);
+        shift.compute_at(channels.level());
+        schedule_channel_sums_cpu(sums, layout, vec, channels.level());
+        moments.compute_at(channels.level());
+        coefficients.compute_at(channels.level());
     }
 
 private:

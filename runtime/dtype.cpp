@@ -17,6 +17,7 @@ size_t element_size(DType dtype) {
         case DType::BFloat16: return 2;
         case DType::Int64: return 8;
         case DType::UInt8: return 1;
+        case DType::Float64: return 8;
     }
     return 0;
 }
@@ -28,6 +29,7 @@ const char* to_string(DType dtype) {
         case DType::BFloat16: return "bfloat16";
         case DType::Int64: return "int64";
         case DType::UInt8: return "uint8";
+        case DType::Float64: return "float64";
     }
     return "unknown";
 }

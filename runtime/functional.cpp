@@ -351,9 +351,11 @@ std::optional<BatchNormBackward> train_backward_one_pass(const Tensor& dy, const
     if (!detail::one_pass_fits(xv, 2)) return std::nullopt;
     detail::make_batch_view(dyv, dy, kl, "dy");
 
-    const std::vector<double> w = detail::channel_values(weight, channels, 1.0, "weight");
-    std::vector<double> scale(channels);
-    for (int64_t c = 0; c < channels; c++) scale[c] = w[c] * saved.invstd[c];
+    std::vector<float> w(channels);
+    {
+        const std::vector<double> wd = detail::channel_values(weight, channels, 1.0, "weight");
+        for (int64_t c = 0; c < channels; c++) w[c] = static_cast<float>(wd[c]);
+    }
     BatchNormBackward out;
     BackwardSums sums;
     sums.sum_dy.assign(channels, 0.0);
@@ -366,7 +368,7 @@ std::optional<BatchNormBackward> train_backward_one_pass(const Tensor& dy, const
     }
     SplitMean split(saved.mean);
     ChannelBuffer shift_b(split.shift.data(), channels), offset_b(split.offset.data(), channels),
-        scale_b(scale.data(), channels), invstd_b(saved.invstd.data(), channels),
+        w_b(w.data(), channels), invstd_b(saved.invstd.data(), channels),
         sum_dy_b(sums.sum_dy.data(), channels), sum_dy_xmu_b(sums.sum_dy_xmu.data(), channels);
     std::optional<MaskView> mv;
     if (saved.activation == Activation::Relu) mv.emplace(saved.mask);
@@ -374,7 +376,7 @@ std::optional<BatchNormBackward> train_backward_one_pass(const Tensor& dy, const
     const auto& kernel = detail::find_kernel(Pipeline::train_backward, x.device(), x.dtype(), kl,
                                              fusion_of(saved.activation, saved.has_addend));
     detail::invoke(kernel, {{"x", &xv.buf}, {"dy", &dyv.buf}, {"mask", mv ? &mv->buf : nullptr},
-                            {"shift", &shift_b.buf}, {"offset", &offset_b.buf}, {"scale", &scale_b.buf},
+                            {"shift", &shift_b.buf}, {"offset", &offset_b.buf}, {"weight", &w_b.buf},
                             {"invstd", &invstd_b.buf}, {"dx", &dxv.buf},
                             {"daddend", saved.has_addend ? &dav.buf : nullptr}, {"sum_dy", &sum_dy_b.buf},
                             {"sum_dy_xmu", &sum_dy_xmu_b.buf}});

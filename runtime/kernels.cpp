@@ -26,7 +26,12 @@ std::vector<KernelEntry> build_table() {
     table.push_back({Pipeline::pipeline, device_from_tag_##device, dtype_from_tag_##dtype,            \
                      layout_from_tag_##layout, Fusion::fusion, #schedule, #name, &name##_argv,        \
                      &name##_metadata});
+// Per-channel kernels have no activation dtype or layout: their float32 / NCHW fields are unused.
+#define BNFORGE_CHANNEL_KERNEL(pipeline, device, variant, schedule, name)                                   \
+    table.push_back({Pipeline::pipeline, device_from_tag_##device, DType::Float32, Layout::NCHW, Fusion::none, \
+                     #schedule, #name, &name##_argv, &name##_metadata, #variant});
 #include "kernel_registry.inc"
+#undef BNFORGE_CHANNEL_KERNEL
 #undef BNFORGE_KERNEL
     return table;
 }
@@ -46,6 +51,7 @@ halide_type_t halide_type_of(DType dtype) {
         case DType::Float16: return {halide_type_float, 16, 1};
         case DType::BFloat16: return {halide_type_bfloat, 16, 1};
         case DType::UInt8: return {halide_type_uint, 8, 1};
+        case DType::Float64: return {halide_type_float, 64, 1};
         case DType::Int64: return {halide_type_int, 64, 1};
     }
     return {};
@@ -74,28 +80,6 @@ void init_buffer(halide_buffer_t& buf, void* data, Device device, halide_type_t 
     buf.dim = dim;
 }
 
-const char* to_string(Pipeline p) {
-    switch (p) {
-        case Pipeline::stats: return "stats";
-        case Pipeline::apply: return "apply";
-        case Pipeline::backward_reduce: return "backward_reduce";
-        case Pipeline::backward_apply: return "backward_apply";
-        case Pipeline::train_forward: return "train_forward";
-        case Pipeline::train_backward: return "train_backward";
-    }
-    return "?";
-}
-
-const char* to_string(Fusion f) {
-    switch (f) {
-        case Fusion::none: return "none";
-        case Fusion::relu: return "relu";
-        case Fusion::add_relu: return "add_relu";
-        case Fusion::masked: return "masked";
-    }
-    return "?";
-}
-
 const std::vector<KernelEntry>& kernel_table() {
     static const std::vector<KernelEntry> table = build_table();
     return table;
@@ -111,7 +95,7 @@ const KernelEntry& find_kernel(Pipeline pipeline, Device device, DType dtype, La
     // silent fall back to manual.
     for (const KernelEntry& k : kernel_table()) {
         if (k.pipeline == pipeline && k.device == device.kind && k.dtype == dtype && k.layout == layout &&
-            k.fusion == fusion && k.schedule == schedule) {
+            k.fusion == fusion && k.schedule == schedule && *k.variant == '\0') {
             return k;
         }
     }
@@ -125,6 +109,14 @@ const KernelEntry& find_kernel(Pipeline pipeline, Device device, DType dtype, La
     throw Error(std::string("no ") + to_string(pipeline) + " kernel was built for device " + device.str() +
                 ", dtype " + bnforge::to_string(dtype) + ", layout " + bnforge::to_string(layout) +
                 ", fusion " + to_string(fusion) + " (see BNFORGE_DTYPES / BNFORGE_LAYOUTS)");
+}
+
+const KernelEntry& find_channel_kernel(Pipeline pipeline, Device device, const std::string& variant) {
+    for (const KernelEntry& k : kernel_table()) {
+        if (k.pipeline == pipeline && k.device == device.kind && k.variant == variant) return k;
+    }
+    throw Error(std::string("no ") + to_string(pipeline) + " kernel was built for device " + device.str() +
+                " and variant " + variant + " (see bnforge_add_channel_family in generators/CMakeLists.txt)");
 }
 
 namespace {

@@ -11,22 +11,18 @@
 
 #include <HalideRuntime.h>
 
+#include "kernel_abi.h"
+
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace bnforge::detail {
 
-// stats → apply and backward_reduce → backward_apply are the two-pass
-// pipelines; train_forward and train_backward do both passes per channel
-// block while its slab is in L2 (see fused_path.h).
-enum class Pipeline { stats, apply, backward_reduce, backward_apply, train_forward, train_backward };
-// none: plain BN; relu / add_relu: fused activation (and addend); masked: a
-// backward reduction that applies the forward ReLU mask to dy.
-enum class Fusion { none, relu, add_relu, masked };
-
-const char* to_string(Pipeline);
-const char* to_string(Fusion);
+// The kernel families and fusions (kernel_abi.h, shared with the generators).
+using abi::Fusion;
+using abi::Pipeline;
+using abi::to_string;
 
 struct KernelEntry {
     Pipeline pipeline;
@@ -38,12 +34,16 @@ struct KernelEntry {
     const char* name;
     int (*argv_fn)(void**);
     const halide_filter_metadata_t* (*metadata_fn)();
+    const char* variant = "";  // per-channel pipelines: the module options it serves ("" for batch pipelines)
     std::string target() const { return metadata_fn()->target; }
 };
 
 const std::vector<KernelEntry>& kernel_table();
 const KernelEntry& find_kernel(Pipeline, Device, DType, Layout, Fusion);  // of the selected schedule set
 const KernelEntry& find_kernel(Pipeline, Device, DType, Layout, Fusion, const std::string& schedule);
+// A per-channel pipeline's kernel (forward_finalize, backward_finalize,
+// merge_moments) for `variant` (their CMake VARIANTS labels); always manual.
+const KernelEntry& find_channel_kernel(Pipeline, Device, const std::string& variant);
 // The schedule whose kernels find_kernel returns (runtime_info.cpp).
 const std::string& selected_kernel_schedule();
 
@@ -62,8 +62,8 @@ void make_batch_view(BatchView& view, const Tensor& x, Layout kernel_layout, con
 // The mask of a relu kernel: one bit per element, packed across the batch
 // (bit k of byte (m, d1, d0) is element (8m + k, d1, d0) of the memory-order
 // view), so that the kernels read and write it in dense vectors; a UInt8
-// tensor (ceil(N / 8), d1, d0). The generators' kMaskRows is the same 8.
-constexpr int64_t kMaskBatchRows = 8;
+// tensor (ceil(N / 8), d1, d0).
+constexpr int64_t kMaskBatchRows = abi::kMaskRows;
 Tensor empty_mask_for(const BatchView& view, Device device);
 
 // A Halide buffer over a tensor's memory: host memory, or a device tensor's

@@ -38,6 +38,9 @@ const char* safetensors_dtype(DType dtype) {
         case DType::BFloat16: return "BF16";
         case DType::Int64: return "I64";
         case DType::UInt8: return "U8";
+        case DType::Float64:  // the kernels' per-channel moments and sums, never module state
+            throw Error("save_safetensors: float64 tensors are not supported (checkpoints hold float32, float16, "
+                        "bfloat16, int64 and uint8)");
     }
     throw Error("save_safetensors: invalid DType value " + std::to_string(static_cast<int>(dtype)));
 }

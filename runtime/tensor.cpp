@@ -187,6 +187,7 @@ template <class T> double to_double(T v) { return static_cast<double>(static_cas
 template <> double to_double<float>(float v) { return v; }
 template <> double to_double<int64_t>(int64_t v) { return static_cast<double>(v); }
 template <> double to_double<uint8_t>(uint8_t v) { return v; }
+template <> double to_double<double>(double v) { return v; }
 
 // Float to integer casts are undefined outside the target range, so NaN maps
 // to 0 and out-of-range values saturate; in range they truncate toward zero.
@@ -208,6 +209,7 @@ template <class T> T from_double(double v) { return T(static_cast<float>(v)); }
 template <> float from_double<float>(double v) { return static_cast<float>(v); }
 template <> int64_t from_double<int64_t>(double v) { return saturate_to_int64(v); }
 template <> uint8_t from_double<uint8_t>(double v) { return saturate_to_uint8(v); }
+template <> double from_double<double>(double v) { return v; }
 
 template <class Dst, class Src> Dst convert(Src v) {
     if constexpr (std::is_same_v<Dst, Src>) {
@@ -228,6 +230,7 @@ template <class F> void dispatch(DType dtype, F&& f) {
         case DType::BFloat16: f(Tag<BFloat16>{}); return;
         case DType::Int64: f(Tag<int64_t>{}); return;
         case DType::UInt8: f(Tag<uint8_t>{}); return;
+        case DType::Float64: f(Tag<double>{}); return;
     }
     fail("bnforge: invalid DType value " + std::to_string(static_cast<int>(dtype)));
 }
@@ -303,6 +306,7 @@ bool dtype_from_dlpack(DLDataType t, DType* out) {
     else if (t.code == kDLBfloat && t.bits == 16) *out = DType::BFloat16;
     else if (t.code == kDLInt && t.bits == 64) *out = DType::Int64;
     else if (t.code == kDLUInt && t.bits == 8) *out = DType::UInt8;
+    else if (t.code == kDLFloat && t.bits == 64) *out = DType::Float64;
     else return false;
     return true;
 }
@@ -314,6 +318,7 @@ DLDataType dtype_to_dlpack(DType dtype) {
         case DType::BFloat16: return {kDLBfloat, 16, 1};
         case DType::Int64: return {kDLInt, 64, 1};
         case DType::UInt8: return {kDLUInt, 8, 1};
+        case DType::Float64: return {kDLFloat, 64, 1};
     }
     fail("to_dlpack: invalid DType value " + std::to_string(static_cast<int>(dtype)));
 }

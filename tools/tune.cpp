@@ -13,7 +13,7 @@
 // schedules").
 #include "Halide.h"
 #include "autoschedule.h"
-#include "bn_common.h"
+#include "kernel_abi.h"
 
 #include <unistd.h>
 
@@ -303,7 +303,7 @@ std::vector<int> extents_of(const AbstractGenerator::ArgInfo& a, const Ncs& ncs,
     const int d0 = nchw ? ncs.s : ncs.c, d1 = nchw ? ncs.c : ncs.s;
     if (a.dimensions == 1) return {ncs.c};
     if (a.dimensions == 3 && a.types.at(0) == UInt(8)) {
-        return {d0, d1, (ncs.n + bnforge_gen::kMaskRows - 1) / bnforge_gen::kMaskRows};
+        return {d0, d1, (ncs.n + bnforge::abi::kMaskRows - 1) / bnforge::abi::kMaskRows};
     }
     if (a.dimensions == 3) return {d0, d1, ncs.n};
     throw std::runtime_error("argument " + a.name + " has an unexpected shape");

@@ -8,9 +8,10 @@
 namespace bnforge {
 
 // Float16/BFloat16 are storage types for activations; parameters, statistics
-// and accumulation are always float32 (or wider). Int64 exists for the
-// num_batches_tracked buffer of state dicts, UInt8 for the fused ops' ReLU bitmasks.
-enum class DType { Float32, Float16, BFloat16, Int64, UInt8 };
+// and accumulation are always float32 (or wider). Float64 holds the
+// per-channel moments and sums that pass between kernels, Int64 the
+// num_batches_tracked buffer of state dicts, UInt8 the fused ops' ReLU bitmasks.
+enum class DType { Float32, Float16, BFloat16, Int64, UInt8, Float64 };
 
 size_t element_size(DType);
 const char* to_string(DType);
@@ -60,5 +61,6 @@ template <> struct dtype_of<Half> { static constexpr DType value = DType::Float1
 template <> struct dtype_of<BFloat16> { static constexpr DType value = DType::BFloat16; };
 template <> struct dtype_of<int64_t> { static constexpr DType value = DType::Int64; };
 template <> struct dtype_of<uint8_t> { static constexpr DType value = DType::UInt8; };
+template <> struct dtype_of<double> { static constexpr DType value = DType::Float64; };
 
 }  // namespace bnforge

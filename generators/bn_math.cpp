@@ -1,0 +1,114 @@
+#include "bn_math.h"
+
+namespace bnforge_gen {
+
+Expr at(const Func& f, Layout layout, const Expr& s, const Expr& c, const Expr& n) {
+    return layout == Layout::NCHW ? f(s, c, n) : f(c, s, n);
+}
+
+Expr widen_to_float(const Expr& v) {
+    if (!v.type().is_bfloat()) return cast<float>(v);
+    return reinterpret<float>(cast<uint32_t>(reinterpret<uint16_t>(v)) << 16);
+}
+
+Expr narrow_from_float(const Type& type, const Expr& v) {
+    if (!type.is_bfloat()) return cast(type, v);
+    Expr bits = reinterpret<uint32_t>(strict_float(v));
+    bits = bits + ((bits >> 16) & 1) + 0x7fff;
+    return reinterpret(BFloat(16), cast<uint16_t>(bits >> 16));
+}
+
+Expr centred(const Expr& x, const Expr& shift, const Expr& offset) { return strict_float((x - shift) - offset); }
+
+Expr normalized(const Expr& x, const Expr& shift, const Expr& offset, const Expr& scale, const Expr& beta,
+                const Expr& addend) {
+    Expr v = (x - shift - offset) * scale + beta;
+    if (addend.defined()) v = v + addend;
+    return strict_float(v);
+}
+
+Expr input_grad(const Expr& g, const Expr& xmu, const Expr& k_dy, const Expr& k_xmu, const Expr& k_bias) {
+    return strict_float(g * k_dy - xmu * k_xmu - k_bias);
+}
+
+Expr relu(const Expr& v) { return select(v < 0.0f, 0.0f, v); }
+
+Expr pack_mask_bits(const Func& pre, const Expr& d0, const Expr& d1, const Expr& m, const Expr& batch) {
+    Expr byte = cast<uint8_t>(0);
+    for (int k = 0; k < kMaskRows; k++) {
+        Expr row = m * kMaskRows + k;
+        Expr bit = pre(d0, d1, min(row, batch - 1)) > 0.0f && row < batch;
+        byte = byte | (cast<uint8_t>(bit) << k);
+    }
+    return byte;
+}
+
+Expr mask_bit(const Func& mask, const Expr& d0, const Expr& d1, const Expr& n) {
+    return ((mask(d0, d1, n / kMaskRows) >> cast<uint8_t>(n % kMaskRows)) & cast<uint8_t>(1)) != cast<uint8_t>(0);
+}
+
+Expr channel_shift(const Func& xf, const Expr& c, const Expr& spatial, const Expr& batch) {
+    Expr samples = min(spatial * batch, kShiftSamples);
+    Expr sum = 0.0f;
+    for (int i = 0; i < kShiftSamples; i++) {
+        Expr s = min(i, samples - 1) % spatial, n = min(i, samples - 1) / spatial;
+        sum += select(i < samples, xf(s, c, n), 0.0f);
+    }
+    // Strict: the statistics must see one shift whatever schedule evaluates it
+    // (a reassociated sum would differ by an ulp of the data, an error in the mean).
+    return strict_float(sum / cast<float>(samples));
+}
+
+Tuple channel_moments(const Expr& shift, const Expr& sum_d, const Expr& sum_d2, const Expr& count) {
+    return Tuple(strict_float(cast<double>(shift) + sum_d / count),
+                 strict_float(max(sum_d2 - sum_d * (sum_d / count), cast<double>(0))));
+}
+
+Tuple merge_moments(const Tuple& acc, const Expr& count, const Expr& mean, const Expr& m2) {
+    const Expr &na = acc[0], &mean_a = acc[1], &m2_a = acc[2];
+    Expr n = na + count;
+    Expr delta = mean - mean_a;
+    Expr merged_mean = mean_a + delta * (count / n);
+    Expr merged_m2 = m2_a + (m2 + delta * delta * (na * count / n));
+    // An empty part changes nothing; a first part is taken as it is.
+    return Tuple(strict_float(n), strict_float(select(count == 0, mean_a, na == 0, mean, merged_mean)),
+                 strict_float(select(count == 0, m2_a, na == 0, m2, merged_m2)));
+}
+
+Expr inverse_std(const Expr& var, const Expr& eps) { return strict_float(cast<double>(1) / sqrt(var + eps)); }
+
+Expr batch_variance(const Expr& m2, const Expr& count) {
+    return strict_float(select(count > 0, m2 / count, cast<double>(1)));
+}
+
+ApplyConstants apply_constants(const Expr& mean, const Expr& invstd, const Expr& weight, const Expr& bias) {
+    Expr shift = cast<float>(mean);
+    return {strict_float(shift), strict_float(cast<float>(mean - cast<double>(shift))),
+            strict_float(cast<float>(cast<double>(weight) * invstd)), cast<float>(bias)};
+}
+
+GradCoefficients grad_coefficients(const Expr& weight, const Expr& invstd, const Expr& sum_dy,
+                                   const Expr& sum_dy_xmu, const Expr& count, bool batch_statistics) {
+    Expr scale = cast<double>(weight) * invstd;
+    GradCoefficients k;
+    k.k_dy = strict_float(cast<float>(scale));
+    if (batch_statistics) {
+        k.k_xmu = strict_float(cast<float>(scale * invstd * invstd * sum_dy_xmu / count));
+        k.k_bias = strict_float(cast<float>(scale * sum_dy / count));
+    } else {
+        k.k_xmu = k.k_bias = 0.0f;
+    }
+    return k;
+}
+
+Expr running_update(const Expr& running, const Expr& batch, const Expr& factor) {
+    return strict_float(cast<float>(factor * batch + (cast<double>(1) - factor) * cast<double>(running)));
+}
+
+Expr unbiased_variance(const Expr& m2, const Expr& count) { return strict_float(m2 / (count - 1)); }
+
+Expr accumulate_grad(const Expr& accumulated, const Expr& term) {
+    return strict_float(cast<float>(accumulated) + cast<float>(term));
+}
+
+}  // namespace bnforge_gen

@@ -1,0 +1,94 @@
+// Rounding-exact math: every formula of batch norm, written once and used by
+// every pipeline that evaluates it (two-pass, one-pass, per-channel finalize),
+// so that routes which schedule it differently round it the same way. Strict
+// (IEEE order, no FMA contraction) where two routes must agree to the bit.
+#pragma once
+
+#include "bn_vocabulary.h"
+
+namespace bnforge_gen {
+
+// ---- element types ----
+
+// A stored activation widened to float32 (bfloat16 by its bits: exact, and it
+// sidesteps Halide 21's PTX bfloat16 conversion, which fails an LLVM assertion).
+Expr widen_to_float(const Expr& v);
+// A float32 value stored as `type`; bfloat16 rounded to nearest even on the
+// bits, as Halide lowers the cast on CPUs, so CPU and GPU store the same values.
+Expr narrow_from_float(const Type& type, const Expr& v);
+
+// ---- elementwise ----
+
+// x − mean with the mean split as shift + offset: x − shift is exact for data
+// near the mean, and strict keeps it from being reassociated away.
+Expr centred(const Expr& x, const Expr& shift, const Expr& offset);
+// The pre-activation ((x − shift) − offset)·scale + beta [+ addend], in IEEE order.
+Expr normalized(const Expr& x, const Expr& shift, const Expr& offset, const Expr& scale, const Expr& beta,
+                const Expr& addend = Expr());
+// dx = g·k_dy − (x − mean)·k_xmu − k_bias, in IEEE order.
+Expr input_grad(const Expr& g, const Expr& xmu, const Expr& k_dy, const Expr& k_xmu, const Expr& k_bias);
+// ReLU as select(v < 0, 0, v) rather than max(): NaN propagates, as in PyTorch.
+Expr relu(const Expr& v);
+
+// ---- the ReLU mask ----
+// One bit per element, packed across the batch: bit k of byte (d0, d1, m) is
+// element (d0, d1, 8m + k), in memory order. Packed along a row instead, each
+// byte vector would need 8 stride-8 reads of the row and the row's partial
+// last byte a clamped index (shuffles or gathers, which cost the fused
+// forward half its speed); across the batch a byte vector lines up with one
+// dense vector of each of 8 rows, and only a batch that is not a multiple of
+// 8 leaves a partial byte, guarded by a scalar test on the row.
+
+// The byte (d0, d1, m) of the mask of `pre` (memory order): bits where pre > 0.
+Expr pack_mask_bits(const Func& pre, const Expr& d0, const Expr& d1, const Expr& m, const Expr& batch);
+// Whether element (d0, d1, n) was positive.
+Expr mask_bit(const Func& mask, const Expr& d0, const Expr& d1, const Expr& n);
+
+// ---- statistics ----
+
+// The per-channel shift: a float32 mean of the first kShiftSamples values of
+// channel c in (s, n) order (`xf` in logical coordinates, widened).
+Expr channel_shift(const Func& xf, const Expr& c, const Expr& spatial, const Expr& batch);
+// (mean, M2) from the shifted sums (Σd, Σd²), d = x − shift:
+// mean = shift + Σd/M, M2 = max(Σd² − Σd·(Σd/M), 0).
+Tuple channel_moments(const Expr& shift, const Expr& sum_d, const Expr& sum_d2, const Expr& count);
+// Chan's merge of (count, mean, M2) with another part (either count may be 0),
+// as the ranks' rows are folded in rank order: (count, mean, M2) of the union.
+Tuple merge_moments(const Tuple& acc, const Expr& count, const Expr& mean, const Expr& m2);
+
+// ---- per-channel coefficients (float64 in, float32 kernel constants out) ----
+
+// 1 / sqrt(var + eps).
+Expr inverse_std(const Expr& var, const Expr& eps);
+// The biased variance M2 / M the forward normalises with; 1 for an empty
+// (global) batch, which normalises nothing.
+Expr batch_variance(const Expr& m2, const Expr& count);
+
+// What the apply pass takes: the mean as float32 shift + offset (mean − shift),
+// scale = γ·invstd and β, each rounded once from float64.
+struct ApplyConstants {
+    Expr shift, offset, scale, beta;
+};
+ApplyConstants apply_constants(const Expr& mean, const Expr& invstd, const Expr& weight, const Expr& bias);
+
+// What the backward apply pass takes (float32) from the float64 sums over M
+// values: k_dy = γ·invstd, k_xmu = γ·invstd³·Σg(x − mean)/M,
+// k_bias = γ·invstd·Σg/M; with constant (running) statistics only k_dy.
+struct GradCoefficients {
+    Expr k_dy, k_xmu, k_bias;
+};
+GradCoefficients grad_coefficients(const Expr& weight, const Expr& invstd, const Expr& sum_dy,
+                                   const Expr& sum_dy_xmu, const Expr& count, bool batch_statistics);
+
+// ---- module state ----
+
+// A running statistic moved toward the batch's: factor·batch + (1 − factor)·running,
+// in float64, stored as float32. `factor` is the new batch's weight.
+Expr running_update(const Expr& running, const Expr& batch, const Expr& factor);
+// The unbiased variance M2 / (M − 1) the running variance tracks.
+Expr unbiased_variance(const Expr& m2, const Expr& count);
+// A float32 gradient accumulator plus a float64 term, as .grad accumulates: the
+// term rounded to float32, then added in float32.
+Expr accumulate_grad(const Expr& accumulated, const Expr& term);
+
+}  // namespace bnforge_gen

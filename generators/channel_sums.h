@@ -1,0 +1,51 @@
+// Per-channel float64 sums of a pair of float32 terms over (s, n), and the
+// batch statistics of x built on them (one definition, so the one-pass
+// forward's statistics are bn_stats's to the bit).
+#pragma once
+
+#include "bn_vocabulary.h"
+
+namespace bnforge_gen {
+
+// Statistics are accumulated in float32 over chunks of at most this many
+// values of one channel (a piece of one (n, c) row, or with the manual NCHW
+// schedule whole short rows of consecutive n), and the chunk sums in float64: the
+// float32 error stays bounded by the chunk length whatever N·S is. The
+// manual NCHW schedule further splits each chunk across vector lanes
+// (rfactor); NHWC chunks, and the chunks of every autoscheduled or saved
+// schedule (no autoscheduler uses rfactor), are summed one position at a time,
+// hence the shorter chunk: 2048 serial float32 additions would miss the 1e-6
+// on the mean that 256 keep.
+int max_chunk(Layout layout, bool lanes_split);
+
+// Sums accumulated in float32 within chunks and in float64 across chunks. A
+// chunk is up to `max_chunk` values: a piece of one row when rows are long,
+// or whole rows of a group of consecutive batch rows when they are short
+// (rows of 49 at 7x7 take 41 to a chunk), so that the per-chunk work — the
+// horizontal sum of the vector lanes, the float64 step — is paid per
+// ~max_chunk values, not per row. A group's rows are `full` chunks plus a
+// shorter `tail`, each with a fixed-extent reduction, so no predicate or
+// clamp ever reaches the inner loop.
+struct ChannelSums {
+    Func full;   // (k, c, g): float32 sums of chunk k of the rows of group g
+    Func tail;   // (k, c, g), k = 0 only: float32 sums of the rest of those rows
+    Func total;  // (c): float64 sums
+    RVar r_full, r_tail;  // along a row (a group's rows are the outer RVar)
+    Expr pairs_per_task;  // (channel, group) pairs per parallel task of a root schedule
+    Var k{"k"}, c{"c"}, g{"g"};
+};
+
+// `terms(s, c, n)` must be a 2-tuple of floats in logical coordinates.
+ChannelSums channel_sums(const Func& terms, const Expr& spatial, const Expr& batch, Layout layout, bool lanes_split);
+
+// The batch statistics of x as bn_stats defines them: the per-channel shift,
+// the shifted sums (Σd, Σd²) and the count M = N·S.
+struct BatchSums {
+    Func shift;
+    ChannelSums sums;
+    Expr count;
+};
+// `x` is the generator's x input in memory order, of `spatial` × C × `batch` values.
+BatchSums batch_sums(const Func& x, const Expr& spatial, const Expr& batch, Layout layout, bool lanes_split);
+
+}  // namespace bnforge_gen

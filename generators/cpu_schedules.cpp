@@ -1,0 +1,98 @@
+#include "cpu_schedules.h"
+
+namespace bnforge_gen {
+
+void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec, const std::optional<LoopLevel>& at) {
+    const bool root = !at;
+    const LoopLevel level = at ? *at : LoopLevel::root();
+    auto schedule = [&](Func& f, const RVar& r) {
+        f.compute_at(level);
+        if (layout == Layout::NCHW) {
+            RVar ro("ro"), ri("ri");
+            Var u("u");
+            f.update().split(r, ro, ri, vec * 2);
+            Func lanes = f.update().rfactor(ri, u);
+            lanes.compute_at(f, cs.k).vectorize(u);
+            lanes.update().vectorize(u);
+            // The lanes' horizontal sum in two steps (4 vector adds of 8 lanes,
+            // then 8 scalar adds) rather than a chain of 2·vec scalar adds: at
+            // short rows (7x7, 14x14) that chain cost as much as the loads.
+            RVar qo("qo"), qi("qi");
+            Var v("v");
+            f.update().split(ri, qo, qi, 8);
+            Func eighths = f.update().rfactor(qi, v);
+            eighths.compute_at(f, cs.k).vectorize(v);
+            eighths.update().vectorize(v);
+            // A group can be the whole batch (rows of 49 at 7x7), so the tasks
+            // run over (channel, group) pairs: each takes consecutive channels
+            // of one group, ~16K values, which are contiguous rows in memory.
+            if (root) {
+                Var cg("cg"), task("task"), pairs("pairs");
+                f.update()
+                    .fuse(cs.c, cs.g, cg)
+                    .split(cg, task, pairs, cs.pairs_per_task, TailStrategy::GuardWithIf)
+                    .parallel(task);
+            }
+        } else {
+            // Channels innermost in the chunk-sum buffer too, so its vectors are dense.
+            f.reorder_storage(cs.c, cs.k, cs.g).vectorize(cs.c, vec, TailStrategy::GuardWithIf);
+            f.update().reorder(cs.c, r, cs.k, cs.g).vectorize(cs.c, vec, TailStrategy::GuardWithIf);
+            if (root) f.update().parallel(cs.g);
+        }
+    };
+    schedule(cs.full, cs.r_full);
+    schedule(cs.tail, cs.r_tail);
+    cs.total.compute_at(level);
+}
+
+Var split_rows_into_tasks(Func f, const Var& d0, const Var& d1, const Var& outer, const Expr& rows_per_task, int vec) {
+    Var row("row"), task("task"), rows("rows");
+    f.fuse(d1, outer, row)
+        .split(row, task, rows, rows_per_task, TailStrategy::GuardWithIf)
+        .parallel(task)
+        .vectorize(d0, vec, TailStrategy::GuardWithIf);
+    return rows;
+}
+
+Var schedule_rows_cpu(Func f, const Var& d0, const Var& d1, const Var& n, const Expr& row_length, int vec) {
+    return split_rows_into_tasks(f, d0, d1, n, max(1, 16384 / max(row_length, 1)), vec);
+}
+
+void schedule_masked_rows_cpu(Func f, Func mask, const Var& d0, const Var& d1, const Var& n, const Var& m,
+                              const Expr& row_length, int vec) {
+    Var ni("ni");
+    const Expr rows_per_task = max(1, 16384 / max(kMaskRows * row_length, 1));
+    f.split(n, m, ni, kMaskRows, TailStrategy::GuardWithIf).reorder(d0, ni, d1, m);
+    Var rows = split_rows_into_tasks(f, d0, d1, m, rows_per_task, vec);
+    split_rows_into_tasks(mask, d0, d1, m, rows_per_task, vec);
+    mask.compute_with(f, rows);
+}
+
+ChannelLoop schedule_channels_cpu(Func f, Layout layout, const Var& d0, const Var& d1, const Var& n, int vec) {
+    // (Halide's prefetch directive emits prefetchnta, which leaves the next
+    // channel in L1 only: measured 2x slower, so the phases are not overlapped.)
+    if (layout != Layout::NCHW) throw CompileError("one-pass kernels are built for NCHW only (see one_pass.h)");
+    f.reorder(d0, n, d1).parallel(d1).vectorize(d0, vec, TailStrategy::GuardWithIf);
+    return {f};
+}
+
+void fuse_with_channels(Func g, const ChannelLoop& channels, const Var& d0, const Var& d1, const Var& n, int vec) {
+    const bool per_channel = g.dimensions() == 1;
+    if (!per_channel) g.reorder(d0, n, d1).vectorize(d0, vec, TailStrategy::GuardWithIf);
+    g.parallel(d1).compute_with(channels.func, per_channel ? d1 : n);
+}
+
+void fuse_mask_with_channels(Func mask, const ChannelLoop& channels, const Var& d0, const Var& d1, const Var& n,
+                             const Var& m, int vec) {
+    Var ni("ni");
+    Func main = channels.func;  // a handle: the split is the main output's
+    main.split(n, m, ni, kMaskRows, TailStrategy::GuardWithIf);
+    mask.reorder(d0, m, d1).parallel(d1).vectorize(d0, vec, TailStrategy::GuardWithIf).compute_with(channels.func, m);
+}
+
+void schedule_channel_outputs_cpu(Func f, int vec) {
+    if (f.dimensions() == 0) return;
+    f.vectorize(f.args()[0], vec, TailStrategy::GuardWithIf);
+}
+
+}  // namespace bnforge_gen

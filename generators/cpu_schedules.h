@@ -1,0 +1,66 @@
+// The manual CPU schedules: vectorised along the contiguous dimension,
+// parallel over rows or channel blocks.
+#pragma once
+
+#include "channel_sums.h"
+
+#include <optional>
+
+namespace bnforge_gen {
+
+// channel_sums vectorised (rfactor across lanes for NCHW, across channels for
+// NHWC); the float64 pass over chunks is O(C·N·S/chunk).
+//  - at root: the chunk sums run in parallel over the batch (the two-pass
+//    pipelines, whatever the size);
+//  - at a channel loop of a one-pass pipeline (`at` = that loop): the
+//    channel's sums are computed inside it, serially, just before its
+//    elementwise outputs re-read the same slab from cache.
+// Both orders add the same float32 values in the same order, so one-pass and
+// two-pass pipelines give bitwise identical statistics.
+void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec,
+                               const std::optional<LoopLevel>& at = std::nullopt);
+
+// Rows (d1, outer) of `f` fused and cut into parallel tasks of `rows_per_task`,
+// each row vectorised along d0. Returns the per-task row loop, where siblings
+// can be fused with compute_with.
+Var split_rows_into_tasks(Func f, const Var& d0, const Var& d1, const Var& outer, const Expr& rows_per_task, int vec);
+
+// An elementwise output in memory order (d0, d1, n): each parallel task takes
+// whole d0 rows of several (d1, n), enough to amortise the task overhead when
+// rows are short (NHWC with few channels).
+Var schedule_rows_cpu(Func f, const Var& d0, const Var& d1, const Var& n, const Expr& row_length, int vec);
+
+// schedule_rows_cpu for an output `f` and its ReLU mask (d0, d1, m): rows
+// taken kMaskRows batch rows at a time, and each mask row computed right
+// after the rows of f it packs, which it re-reads from cache.
+void schedule_masked_rows_cpu(Func f, Func mask, const Var& d0, const Var& d1, const Var& n, const Var& m,
+                              const Expr& row_length, int vec);
+
+// A one-pass pipeline's elementwise output `f` (NCHW, memory order d0, d1, n):
+// one parallel task per channel, its batch and spatial loops inside. Whatever
+// is computed at level() sees one channel, which the runtime only sends here
+// when the channel's N·S slab fits in L2: the statistics read it from memory,
+// the outputs re-read it from cache. Sibling outputs join the same loops with
+// fuse_with_channels.
+struct ChannelLoop {
+    Func func;  // the output whose loop nest the others join
+    LoopLevel level() const { return LoopLevel(func, Var("d1")); }
+};
+ChannelLoop schedule_channels_cpu(Func f, Layout layout, const Var& d0, const Var& d1, const Var& n, int vec);
+
+// Puts `g` — another output over (d0, d1, n), or a per-channel output over d1
+// alone — in the loop nest of `channels`: per-channel outputs once per
+// channel, batch outputs row by row beside the main output. Halide matches
+// fused loops by name, which is why per-channel outputs are defined over d1 too.
+void fuse_with_channels(Func g, const ChannelLoop& channels, const Var& d0, const Var& d1, const Var& n, int vec);
+
+// Puts the ReLU mask (d0, d1, m) in the loop nest of `channels`: the main
+// output's batch loop is taken kMaskRows rows at a time, and each mask row is
+// computed right after the rows it packs, which it re-reads from L1.
+void fuse_mask_with_channels(Func mask, const ChannelLoop& channels, const Var& d0, const Var& d1, const Var& n,
+                             const Var& m, int vec);
+
+// Per-channel outputs of a finalize pipeline: vectorised along the channels.
+void schedule_channel_outputs_cpu(Func f, int vec);
+
+}  // namespace bnforge_gen
