@@ -40,12 +40,12 @@ public:
         if (spec_.op == Op::backward || spec_.op == Op::fused_backward) {
             o.dx = backward_[slot].input.dx;
             o.daddend = backward_[slot].input.daddend;
-            o.dweight = backward_[slot].dweight;
-            o.dbias = backward_[slot].dbias;
+            o.dweight = host_values(backward_[slot].dweight);
+            o.dbias = host_values(backward_[slot].dbias);
         } else {
             o.y = forward_[slot].result.y;
             if (forward_[slot].moments) {
-                o.mean = forward_[slot].moments->mean;
+                o.mean = forward_[slot].moments->mean();
                 o.var = forward_[slot].moments->biased_var();
             }
         }
@@ -55,6 +55,13 @@ public:
     bool one_pass() const override { return one_pass_; }
 
 private:
+    // The C float32 values of a per-channel result (checked outside the timing).
+    static std::vector<double> host_values(const bnforge::Tensor& t) {
+        const bnforge::Tensor h = t.to(bnforge::Device::cpu());
+        const float* p = h.data<float>();
+        return std::vector<double>(p, p + h.numel());
+    }
+
     F::BatchNormForward forward(int slot) const {
         const bool fused = spec_.op == Op::fused_forward || spec_.op == Op::fused_backward;
         if (spec_.op == Op::eval_forward)

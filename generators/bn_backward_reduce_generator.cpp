@@ -16,8 +16,7 @@ public:
 
     Input<Buffer<float, 1>> shift{arg::shift};
     Input<Buffer<float, 1>> offset{arg::offset};
-    Output<Buffer<double, 1>> sum_dy{arg::sum_dy};
-    Output<Buffer<double, 1>> sum_dy_xmu{arg::sum_dy_xmu};
+    Output<Buffer<double, 2>> sums{arg::sums};  // (c, row): Σg, Σg·(x − mean)
 
     void configure() {
         if (fusion != Fusion::none && fusion != Fusion::masked) {
@@ -29,7 +28,7 @@ public:
     }
 
     void generate() {
-        Var s("s"), c("c"), n("n"), d0("d0"), d1("d1");
+        Var s("s"), n("n"), d0("d0"), d1("d1");
         Func g_mem("g_mem");
         Expr g = widen_to_float((*dy)(d0, d1, n));
         if (mask) g = select(mask_bit(*mask, d0, d1, n), g, 0.0f);
@@ -40,32 +39,34 @@ public:
         Expr xmu = centred(widen_to_float(at(*x, layout, s, c, n)), shift(c), offset(c));
         terms(s, c, n) = Tuple(gl, gl * xmu);
 
-        sums = channel_sums(terms, spatial_extent(*x, layout), x->dim(2).extent(), layout, manual_schedule());
-        sum_dy(c) = sums.total(c)[0];
-        sum_dy_xmu(c) = sums.total(c)[1];
+        channel = channel_sums(terms, spatial_extent(*x, layout), x->dim(2).extent(), layout, manual_schedule());
+        sums(c, row) = sum_row(row, Tuple(channel.total(c)[0], channel.total(c)[1]));
+        sums.bound(row, 0, bnforge::abi::kSumRows);
 
         set_batch_estimates(*x, layout);
         set_batch_estimates(*dy, layout);
         if (mask) set_mask_estimates(*mask, layout);
         set_channel_estimates(shift);
         set_channel_estimates(offset);
-        set_channel_estimates(sum_dy);
-        set_channel_estimates(sum_dy_xmu);
+        set_row_estimates(sums, bnforge::abi::kSumRows);
     }
 
     void schedule_gpu() {
-        schedule_channel_sums_gpu(sums, layout);
-        schedule_channels_gpu(sum_dy, sum_dy.args()[0]);
-        schedule_channels_gpu(sum_dy_xmu, sum_dy_xmu.args()[0]);
+        schedule_channel_sums_gpu(channel, layout);
+        schedule_channel_rows_gpu(sums, c, row);
     }
 
-    void schedule_cpu() { schedule_channel_sums_cpu(sums, layout, natural_vector_size<float>()); }
+    void schedule_cpu() {
+        schedule_channel_sums_cpu(channel, layout, natural_vector_size<float>());
+        sums.reorder(row, c).unroll(row);
+    }
 
 private:
     Input<Buffer<>>* x = nullptr;
     Input<Buffer<>>* dy = nullptr;
     Input<Buffer<uint8_t, 3>>* mask = nullptr;
-    ChannelSums sums;
+    Var c{"c"}, row{"row"};
+    ChannelSums channel;
 };
 
 }  // namespace bnforge_gen

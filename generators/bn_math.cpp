@@ -64,6 +64,18 @@ Tuple channel_moments(const Expr& shift, const Expr& sum_d, const Expr& sum_d2, 
                  strict_float(max(sum_d2 - sum_d * (sum_d / count), cast<double>(0))));
 }
 
+Expr moment_row(const Expr& row, const Expr& count, const Tuple& mean_m2) {
+    using namespace bnforge::abi;
+    static_assert(kMomentCount == 0 && kMomentMean == 1 && kMomentM2 == 2 && kMomentRows == 3);
+    return mux(row, {count, mean_m2[0], mean_m2[1]});
+}
+
+Expr sum_row(const Expr& row, const Tuple& sums) {
+    using namespace bnforge::abi;
+    static_assert(kSumDy == 0 && kSumDyXmu == 1 && kSumRows == 2);
+    return mux(row, {sums[0], sums[1]});
+}
+
 Tuple merge_moments(const Tuple& acc, const Expr& count, const Expr& mean, const Expr& m2) {
     const Expr &na = acc[0], &mean_a = acc[1], &m2_a = acc[2];
     Expr n = na + count;

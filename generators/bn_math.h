@@ -52,6 +52,11 @@ Expr channel_shift(const Func& xf, const Expr& c, const Expr& spatial, const Exp
 // (mean, M2) from the shifted sums (Σd, Σd²), d = x − shift:
 // mean = shift + Σd/M, M2 = max(Σd² − Σd·(Σd/M), 0).
 Tuple channel_moments(const Expr& shift, const Expr& sum_d, const Expr& sum_d2, const Expr& count);
+// Row `row` of a (count, mean, M2) moments tensor (kernel_abi.h's MomentRow
+// order), from the count and channel_moments' (mean, M2).
+Expr moment_row(const Expr& row, const Expr& count, const Tuple& mean_m2);
+// Row `row` of a (Σg, Σg·(x − mean)) sums tensor (kernel_abi.h's SumRow order).
+Expr sum_row(const Expr& row, const Tuple& sums);
 // Chan's merge of (count, mean, M2) with another part (either count may be 0),
 // as the ranks' rows are folded in rank order: (count, mean, M2) of the union.
 Tuple merge_moments(const Tuple& acc, const Expr& count, const Expr& mean, const Expr& m2);

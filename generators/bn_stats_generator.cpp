@@ -17,39 +17,36 @@ public:
     GeneratorParam<Layout> layout{"layout", Layout::NCHW, kLayoutNames};
     GeneratorParam<Type> dtype{"dtype", Float(32)};
 
-    Output<Buffer<double, 1>> mean{arg::mean};
-    Output<Buffer<double, 1>> m2{arg::m2};
+    Output<Buffer<double, 2>> moments{arg::moments};  // (c, row): count, mean, M2
 
     void configure() { x = add_input<Buffer<>>(arg::x, dtype, 3); }
 
     void generate() {
-        Var c("c");
         BatchSums stats = batch_sums(*x, spatial_extent(*x, layout), x->dim(2).extent(), layout, manual_schedule());
         shift = stats.shift;
         sums = stats.sums;
-        Tuple moments = channel_moments(shift(c), sums.total(c)[0], sums.total(c)[1], stats.count);
-        mean(c) = moments[0];
-        m2(c) = moments[1];
+        moments(c, row) = moment_row(row, stats.count,
+                                     channel_moments(shift(c), sums.total(c)[0], sums.total(c)[1], stats.count));
+        moments.bound(row, 0, bnforge::abi::kMomentRows);
 
         set_batch_estimates(*x, layout);
-        set_channel_estimates(mean);
-        set_channel_estimates(m2);
+        set_row_estimates(moments, bnforge::abi::kMomentRows);
     }
 
     void schedule_gpu() {
-        Var c = mean.args()[0];
         schedule_channels_gpu(shift, shift.args()[0]);
         schedule_channel_sums_gpu(sums, layout);
-        schedule_channels_gpu(mean, c);
-        schedule_channels_gpu(m2, c);
+        schedule_channel_rows_gpu(moments, c, row);
     }
 
     void schedule_cpu() {
         shift.compute_root();
         schedule_channel_sums_cpu(sums, layout, natural_vector_size<float>());
+        moments.reorder(row, c).unroll(row);
     }
 
 private:
+    Var c{"c"}, row{"row"};
     Input<Buffer<>>* x = nullptr;
     Func shift;
     ChannelSums sums;

@@ -31,8 +31,7 @@ public:
         if (fusion != Fusion::none) mask = add_input<Buffer<uint8_t, 3>>(arg::mask);
         dx = add_output<Buffer<>>(arg::dx, dtype, 3);
         if (fusion == Fusion::add_relu) daddend = add_output<Buffer<>>(arg::daddend, dtype, 3);
-        sum_dy = add_output<Buffer<double, 1>>(arg::sum_dy);
-        sum_dy_xmu = add_output<Buffer<double, 1>>(arg::sum_dy_xmu);
+        sums_out = add_output<Buffer<double, 2>>(arg::sums);  // (c, row): Σg, Σg·(x − mean)
     }
 
     void generate() {
@@ -50,8 +49,8 @@ public:
         terms(s, c, n) = Tuple(gl, gl * xmu_l);
         Expr spatial = spatial_extent(*x, layout), batch = x->dim(2).extent();
         sums = channel_sums(terms, spatial, batch, layout, manual_schedule());
-        (*sum_dy)(ch) = sums.total(ch)[0];
-        (*sum_dy_xmu)(ch) = sums.total(ch)[1];
+        (*sums_out)(ch, row) = sum_row(row, Tuple(sums.total(ch)[0], sums.total(ch)[1]));
+        sums_out->bound(row, 0, bnforge::abi::kSumRows);
 
         // bn_backward_apply's inputs as bn_backward_finalize forms them.
         Expr m = cast<double>(spatial) * cast<double>(batch);
@@ -71,22 +70,20 @@ public:
         if (mask) set_mask_estimates(*mask, layout);
         for (auto* p : {&shift, &offset, &weight}) set_channel_estimates(*p);
         set_channel_estimates(invstd);
-        set_channel_estimates(*sum_dy);
-        set_channel_estimates(*sum_dy_xmu);
+        set_row_estimates(*sums_out, bnforge::abi::kSumRows);
     }
 
     void schedule_cpu() {
         const int vec = natural_vector_size<float>();
         ChannelLoop channels = schedule_channels_cpu(*dx, layout, d0, d1, n, vec);
         if (daddend) fuse_with_channels(*daddend, channels, d0, d1, n, vec);
-        fuse_with_channels(*sum_dy, channels, d0, d1, n, vec);
-        fuse_with_channels(*sum_dy_xmu, channels, d0, d1, n, vec);
+        fuse_with_channels(*sums_out, channels, d0, d1, n, vec);
         schedule_channel_sums_cpu(sums, layout, vec, channels.level());
         coefficients.compute_at(channels.level());
     }
 
 private:
-    Var d0{"d0"}, d1{"d1"}, n{"n"};
+    Var d0{"d0"}, d1{"d1"}, n{"n"}, row{"row"};
     Func g{"g"}, coefficients{"coefficients"};
     ChannelSums sums;
     Input<Buffer<>>* x = nullptr;
@@ -94,8 +91,7 @@ private:
     Input<Buffer<uint8_t, 3>>* mask = nullptr;
     Output<Buffer<>>* dx = nullptr;
     Output<Buffer<>>* daddend = nullptr;
-    Output<Buffer<double, 1>>* sum_dy = nullptr;
-    Output<Buffer<double, 1>>* sum_dy_xmu = nullptr;
+    Output<Buffer<double, 2>>* sums_out = nullptr;
 };
 
 }  // namespace bnforge_gen

@@ -29,8 +29,7 @@ public:
         if (fusion == Fusion::add_relu) addend = add_input<Buffer<>>(arg::addend, dtype, 3);
         y = add_output<Buffer<>>(arg::y, dtype, 3);
         if (fusion != Fusion::none) mask = add_output<Buffer<uint8_t, 3>>(arg::mask);
-        mean = add_output<Buffer<double, 1>>(arg::mean);
-        m2 = add_output<Buffer<double, 1>>(arg::m2);
+        moments_out = add_output<Buffer<double, 2>>(arg::moments);  // (c, row): count, mean, M2
     }
 
     void generate() {
@@ -43,8 +42,8 @@ public:
         sums = stats.sums;
         const Expr count = stats.count;
         moments(ch) = channel_moments(shift(ch), sums.total(ch)[0], sums.total(ch)[1], count);
-        (*mean)(ch) = moments(ch)[0];
-        (*m2)(ch) = moments(ch)[1];
+        (*moments_out)(ch, row) = moment_row(row, count, Tuple(moments(ch)[0], moments(ch)[1]));
+        moments_out->bound(row, 0, bnforge::abi::kMomentRows);
 
         // bn_apply's inputs as bn_forward_finalize forms them.
         Expr invstd = inverse_std(batch_variance(moments(ch)[1], count), eps);
@@ -66,16 +65,14 @@ public:
         set_channel_estimates(weight);
         set_channel_estimates(bias);
         eps.set_estimate(1e-5);
-        set_channel_estimates(*mean);
-        set_channel_estimates(*m2);
+        set_row_estimates(*moments_out, bnforge::abi::kMomentRows);
     }
 
     void schedule_cpu() {
         const int vec = natural_vector_size<float>();
         ChannelLoop channels = schedule_channels_cpu(*y, layout, d0, d1, n, vec);
         if (mask) fuse_mask_with_channels(*mask, channels, d0, d1, n, m, vec);
-        fuse_with_channels(*mean, channels, d0, d1, n, vec);
-        fuse_with_channels(*m2, channels, d0, d1, n, vec);
+        fuse_with_channels(*moments_out, channels, d0, d1, n, vec);
         shift.compute_at(channels.level());
         schedule_channel_sums_cpu(sums, layout, vec, channels.level());
         moments.compute_at(channels.level());
@@ -83,15 +80,14 @@ public:
     }
 
 private:
-    Var d0{"d0"}, d1{"d1"}, n{"n"}, m{"m"};
+    Var d0{"d0"}, d1{"d1"}, n{"n"}, m{"m"}, row{"row"};
     Func shift, moments{"moments"}, coefficients{"coefficients"}, pre{"pre"};
     ChannelSums sums;
     Input<Buffer<>>* x = nullptr;
     Input<Buffer<>>* addend = nullptr;
     Output<Buffer<>>* y = nullptr;
     Output<Buffer<uint8_t, 3>>* mask = nullptr;
-    Output<Buffer<double, 1>>* mean = nullptr;
-    Output<Buffer<double, 1>>* m2 = nullptr;
+    Output<Buffer<double, 2>>* moments_out = nullptr;
 };
 
 }  // namespace bnforge_gen

@@ -77,8 +77,14 @@ ChannelLoop schedule_channels_cpu(Func f, Layout layout, const Var& d0, const Va
 }
 
 void fuse_with_channels(Func g, const ChannelLoop& channels, const Var& d0, const Var& d1, const Var& n, int vec) {
-    const bool per_channel = g.dimensions() == 1;
-    if (!per_channel) g.reorder(d0, n, d1).vectorize(d0, vec, TailStrategy::GuardWithIf);
+    const bool per_channel = g.dimensions() < 3;
+    if (g.dimensions() == 2) {
+        // A per-channel rows output (d1, row), its bounded rows unrolled.
+        Var row = g.args()[1];
+        g.reorder(row, d1).unroll(row);
+    } else if (!per_channel) {
+        g.reorder(d0, n, d1).vectorize(d0, vec, TailStrategy::GuardWithIf);
+    }
     g.parallel(d1).compute_with(channels.func, per_channel ? d1 : n);
 }
 

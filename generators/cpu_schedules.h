@@ -49,7 +49,7 @@ struct ChannelLoop {
 ChannelLoop schedule_channels_cpu(Func f, Layout layout, const Var& d0, const Var& d1, const Var& n, int vec);
 
 // Puts `g` — another output over (d0, d1, n), or a per-channel output over d1
-// alone — in the loop nest of `channels`: per-channel outputs once per
+// alone or rows (d1, row) with a bounded row — in the loop nest of `channels`: per-channel outputs once per
 // channel, batch outputs row by row beside the main output. Halide matches
 // fused loops by name, which is why per-channel outputs are defined over d1 too.
 void fuse_with_channels(Func g, const ChannelLoop& channels, const Var& d0, const Var& d1, const Var& n, int vec);

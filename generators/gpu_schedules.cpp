@@ -10,6 +10,11 @@ void schedule_channels_gpu(Func f, const Var& c) {
     }
 }
 
+void schedule_channel_rows_gpu(Func f, const Var& c, const Var& row) {
+    Var co("co"), ci("ci");
+    f.compute_root().reorder(row, c).unroll(row).gpu_tile(c, co, ci, kGpuWarp, TailStrategy::GuardWithIf);
+}
+
 void schedule_scalar_gpu(Func f) {
     f.compute_root().gpu_single_thread();
     for (int u = 0; u < f.num_update_definitions(); u++) f.update(u).gpu_single_thread();

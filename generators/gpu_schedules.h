@@ -11,6 +11,9 @@ namespace bnforge_gen {
 // (a counter) runs on one GPU thread.
 void schedule_channels_gpu(Func f, const Var& c);
 void schedule_scalar_gpu(Func f);
+// A per-channel rows output (c, row) with a bounded row: a thread per channel
+// writes its rows.
+void schedule_channel_rows_gpu(Func f, const Var& c, const Var& row);
 
 // channel_sums: one block per chunk. NCHW: a chunk is read by a warp of 32
 // threads along the row (coalesced), each keeping a float32 partial in a

@@ -133,26 +133,23 @@ Tensor BatchNormBase::forward_impl(const Tensor& x, const Tensor* addend, Activa
     }
     for (auto& [id, hook] : std::map<int, ForwardPreHook>(hooks_->pre)) hook(*this, x);
 
+    // The running statistics move in the forward's per-channel step, on their
+    // device; every check on the caller's input has run before it.
     const bool update_stats = training_ && options_.track_running_stats() && !options_.freeze();
+    const functional::RunningUpdate update = running_update();
+    const functional::RunningUpdate* up = update_stats ? &update : nullptr;
     functional::ForwardResult result;
-    std::optional<Moments> moments;
     if (uses_batch_statistics() && !synchronized) {
-        functional::BatchNormForward f = functional::batch_norm_forward(x, Tensor(), Tensor(), weight_, bias_, true,
-                                                                        options_.eps(), activation, addend);
-        moments = std::move(f.moments);
-        result = std::move(f.result);
+        result = functional::batch_norm_forward(x, Tensor(), Tensor(), weight_, bias_, true, options_.eps(), activation,
+                                                addend, up)
+                     .result;
     } else if (uses_batch_statistics()) {
-        moments = global_moments(functional::batch_moments(x));
-        result = functional::normalize_with_batch_stats(x, *moments, options_.eps(), weight_, bias_, activation, addend);
+        const Moments moments = global_moments(functional::batch_moments(x));
+        result = functional::normalize_with_batch_stats(x, moments, options_.eps(), weight_, bias_, activation, addend,
+                                                        up);
     } else {
         result = functional::normalize_with_running_stats(x, running_mean_, running_var_, options_.eps(), weight_, bias_,
                                                           activation, addend);
-    }
-
-    // Everything that can fail has run; commit.
-    if (update_stats) {
-        if (num_batches_tracked_.defined()) num_batches_tracked_.set_item({}, num_batches_tracked() + 1.0);
-        if (moments && moments->count > 0) update_running_stats(*moments);
     }
     saved_ = std::move(result.saved);
     saved_synchronized_ = synchronized;
@@ -160,25 +157,18 @@ Tensor BatchNormBase::forward_impl(const Tensor& x, const Tensor* addend, Activa
     return result.y;
 }
 
-void BatchNormBase::update_running_stats(const Moments& moments) {
-    const auto& r = detail::rules(options_.convention());
-    // factor = the weight of the new batch statistic.
-    double factor;
-    if (!options_.momentum()) {
-        factor = 1.0 / static_cast<double>(num_batches_tracked());
-    } else {
-        factor = r.momentum_weights_running ? 1.0 - *options_.momentum() : *options_.momentum();
+functional::RunningUpdate BatchNormBase::running_update() const {
+    functional::RunningUpdate u;
+    if (!options_.track_running_stats()) return u;
+    u.running_mean = running_mean_;
+    u.running_var = running_var_;
+    u.num_batches_tracked = num_batches_tracked_;
+    // factor = the weight of the new batch statistic; none: 1 / num_batches_tracked, read on the device.
+    if (options_.momentum()) {
+        const auto& r = detail::rules(options_.convention());
+        u.factor = r.momentum_weights_running ? 1.0 - *options_.momentum() : *options_.momentum();
     }
-    const int64_t channels = options_.num_features();
-    auto rm = detail::channel_values(running_mean_, channels, 0.0, "running_mean");
-    auto rv = detail::channel_values(running_var_, channels, 1.0, "running_var");
-    const auto unbiased = moments.unbiased_var();
-    for (int64_t c = 0; c < channels; c++) {
-        rm[c] = factor * moments.mean[c] + (1.0 - factor) * rm[c];
-        rv[c] = factor * unbiased[c] + (1.0 - factor) * rv[c];
-    }
-    detail::set_channel_values(running_mean_, rm);
-    detail::set_channel_values(running_var_, rv);
+    return u;
 }
 
 functional::InputGrads BatchNormBase::backward_impl(const Tensor& dy) {
@@ -196,35 +186,21 @@ functional::InputGrads BatchNormBase::backward_impl(const Tensor& dy) {
         if (synchronized) abandon_backward_exchange();
         throw;
     }
-    functional::InputGrads grads;
-    std::vector<double> dweight, dbias;
+    // dγ/dβ are added to weight_grad/bias_grad in the backward's per-channel
+    // step, on their device (as float32 .grad accumulates).
+    const bool parameter_grads = options_.affine() && !options_.freeze();
+    functional::GradAccumulators accumulators;
+    if (parameter_grads) accumulators = {weight_grad_, bias_grad_, nullptr};
     if (synchronized) {
-        functional::BackwardSums sums = functional::backward_sums(dy, *saved_);
         // Parameter gradients from this process's own sums (PyTorch's rule);
-        // dx needs the group's.
-        functional::parameter_grads(*saved_, sums, dweight, dbias);
-        reduce_backward_sums(sums);
-        grads = functional::backward_input(dy, *saved_, weight_, sums);
-    } else {
-        functional::BatchNormBackward b = functional::batch_norm_backward(dy, *saved_, weight_);
-        grads = std::move(b.input);
-        dweight = std::move(b.dweight);
-        dbias = std::move(b.dbias);
+        // dx needs the group's, reduced into a copy.
+        const functional::BackwardSums local = functional::backward_sums(dy, *saved_);
+        functional::BackwardSums group{local.sums.clone()};
+        reduce_backward_sums(group);
+        accumulators.local = &local;
+        return functional::backward_input(dy, *saved_, weight_, group, &accumulators);
     }
-
-    if (options_.affine() && !options_.freeze()) {
-        const int64_t channels = options_.num_features();
-        auto gw = detail::channel_values(weight_grad_, channels, 0.0, "weight_grad");
-        auto gb = detail::channel_values(bias_grad_, channels, 0.0, "bias_grad");
-        for (int64_t c = 0; c < channels; c++) {
-            // Accumulate as float32 .grad does: round the new term, then add.
-            gw[c] = static_cast<float>(gw[c]) + static_cast<float>(dweight[c]);
-            gb[c] = static_cast<float>(gb[c]) + static_cast<float>(dbias[c]);
-        }
-        detail::set_channel_values(weight_grad_, gw);
-        detail::set_channel_values(bias_grad_, gb);
-    }
-    return grads;
+    return functional::batch_norm_backward(dy, *saved_, weight_, &accumulators).input;
 }
 
 NamedTensors BatchNormBase::named_parameters() const {

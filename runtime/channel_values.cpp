@@ -45,7 +45,7 @@ std::vector<double> channel_values(const Tensor& t, int64_t channels, double fal
 
 void set_channel_values(Tensor& t, const std::vector<double>& values) {
     const int64_t channels = static_cast<int64_t>(values.size());
-    BNF_CHECK(t.numel() == channels, "internal: writing " << channels << " values into shape " << format_shape(t.shape()));
+    BNF_ASSERT(t.numel() == channels, channels << " values for a tensor of shape " << format_shape(t.shape()));
     if (!t.device().is_cpu()) {
         Tensor staged = t.to(Device::cpu());
         set_channel_values(staged, values);

@@ -7,8 +7,7 @@
 #include <bnforge/runtime.h>
 
 #include "check.h"
-#include "cpu_dispatch.h"
-#include "device.h"
+#include "halide_hooks.h"
 
 #include <HalideRuntime.h>
 
@@ -63,7 +62,11 @@ CpuLevel level_of(int count, const uint64_t* features) {
     return CpuLevel::Baseline;
 }
 
-int can_use_target_features(int count, const uint64_t* features) {
+}  // namespace
+
+namespace detail {
+
+int cpu_can_use_target_features(int count, const uint64_t* features) {
     const int level = static_cast<int>(level_of(count, features));
     const int cap = g_max_level.load(std::memory_order_relaxed);
     const int ok = (cap < 0 || level <= cap) && halide_default_can_use_target_features(count, features);
@@ -76,6 +79,10 @@ int can_use_target_features(int count, const uint64_t* features) {
     }
     return ok;
 }
+
+}  // namespace detail
+
+namespace {
 
 std::optional<CpuLevel> parse_level(const std::string& name) {
     for (int i = 0; i < kLevelCount; i++) {
@@ -128,22 +135,13 @@ std::vector<std::string> cpu_targets() {
 
 namespace detail {
 
-void install_halide_hooks() {
-    static std::once_flag once;
-    std::call_once(once, [] {
-        if (const char* env = std::getenv("BNFORGE_MAX_CPU_LEVEL")) {
-            const auto level = parse_level(env);
-            BNF_CHECK(level, "BNFORGE_MAX_CPU_LEVEL: expected one of baseline, sse41, avx2, avx512_skylake, "
-                             "avx512_sapphirerapids, got '" << env << "'");
-            g_max_level.store(static_cast<int>(*level));
-        }
-        halide_set_error_handler(&halide_error_to_context);
-        install_cuda_hooks();
-        // Device kernels upload the per-channel values on every call: keep
-        // Halide's device blocks for reuse rather than allocating each time.
-        halide_reuse_device_allocations(nullptr, true);
-        halide_set_custom_can_use_target_features(&can_use_target_features);
-    });
+void read_cpu_level_cap_from_environment() {
+    if (const char* env = std::getenv("BNFORGE_MAX_CPU_LEVEL")) {
+        const auto level = parse_level(env);
+        BNF_CHECK(level, "BNFORGE_MAX_CPU_LEVEL: expected one of baseline, sse41, avx2, avx512_skylake, "
+                         "avx512_sapphirerapids, got '" << env << "'");
+        g_max_level.store(static_cast<int>(*level));
+    }
 }
 
 void note_kernel_call() { g_kernels_called.store(true, std::memory_order_relaxed); }

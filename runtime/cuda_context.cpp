@@ -8,6 +8,7 @@
 #include <bnforge/runtime.h>
 
 #include "device.h"
+#include "halide_hooks.h"
 
 #include <HalideRuntimeCuda.h>
 
@@ -151,11 +152,11 @@ void set_current_cuda_device(int index) {
     t_device = index;
 }
 
-void install_cuda_hooks() {
-    halide_set_cuda_acquire_context(&acquire_context);
-    halide_set_cuda_release_context(&release_context);
-    halide_set_cuda_get_stream(&get_stream);
+int cuda_acquire_context(void* user_context, void** ctx, bool create) {
+    return acquire_context(user_context, ctx, create);
 }
+int cuda_release_context(void* user_context) { return release_context(user_context); }
+int cuda_get_stream(void* user_context, void* ctx, void** stream) { return get_stream(user_context, ctx, stream); }
 
 }  // namespace detail
 

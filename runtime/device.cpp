@@ -1,12 +1,16 @@
 #include "device.h"
 
 #include "check.h"
-#include "cpu_dispatch.h"
+#include "halide_hooks.h"
 #include "kernels.h"
+#include "traffic.h"
+
+#include <bnforge/runtime.h>
 
 #include <HalideRuntimeCuda.h>
 #include <HalideRuntimeOpenCL.h>
 
+#include <atomic>
 #include <climits>
 #include <string>
 
@@ -18,7 +22,8 @@ const halide_device_interface_t* device_interface(Device device) {
         case Device::Kind::OpenCL: return halide_opencl_device_interface();
         case Device::Kind::CPU: break;
     }
-    throw Error("internal: device_interface(" + device.str() + ")");
+    BNF_ASSERT(false, "a GPU device for device_interface, got " << device.str());
+    return nullptr;
 }
 
 bool device_supported(Device device) {
@@ -81,7 +86,15 @@ void device_free(Device device, uint64_t handle, size_t bytes) noexcept {
     }
 }
 
+namespace {
+std::atomic<int64_t> g_host_to_device{0}, g_device_to_host{0};
+}
+
+void count_host_to_device() { g_host_to_device++; }
+void count_device_to_host() { g_device_to_host++; }
+
 void copy_to_device(Device device, uint64_t dst, const void* src, size_t bytes) {
+    count_host_to_device();
     ByteBuffer b(device, bytes, const_cast<void*>(src), dst);
     b.buf.set_host_dirty(true);
     device_call(device, "copying to the device",
@@ -89,6 +102,7 @@ void copy_to_device(Device device, uint64_t dst, const void* src, size_t bytes) 
 }
 
 void copy_to_host(Device device, void* dst, uint64_t src, size_t bytes) {
+    count_device_to_host();
     ByteBuffer b(device, bytes, dst, src);
     b.buf.set_device_dirty(true);
     device_call(device, "copying to the host", [&](void* uc) { return halide_copy_to_host(uc, &b.buf); });
@@ -103,3 +117,12 @@ void copy_within_device(Device device, uint64_t dst, uint64_t src, size_t bytes)
 }
 
 }  // namespace bnforge::detail
+
+namespace bnforge {
+
+DeviceTraffic device_traffic() {
+    const int64_t reads = detail::g_device_to_host;
+    return {detail::g_host_to_device, reads, reads};
+}
+
+}  // namespace bnforge

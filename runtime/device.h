@@ -30,7 +30,5 @@ void copy_within_device(Device device, uint64_t dst, uint64_t src, size_t bytes)
 // The CUDA device the calling thread's next Halide calls run on (the context
 // hooks in cuda_context.cpp read it).
 void set_current_cuda_device(int index);
-// Routes Halide's CUDA context and stream requests to the application's (once, from install_halide_hooks).
-void install_cuda_hooks();
 
 }  // namespace bnforge::detail

@@ -1,48 +1,16 @@
 #include <bnforge/functional.h>
 
-#include "channel_values.h"
 #include "check.h"
 #include "kernels.h"
 #include "one_pass.h"
+#include "pipelines.h"
 
-#include <cmath>
+#include <cstring>
 #include <optional>
 
 namespace bnforge::functional {
 
 using detail::BatchView;
-using detail::ChannelBuffer;
-using detail::Fusion;
-using detail::Pipeline;
-
-void Moments::merge(const Moments& other) {
-    if (other.count == 0) return;
-    if (count == 0) {
-        *this = other;
-        return;
-    }
-    BNF_CHECK(other.mean.size() == mean.size(),
-              "Moments::merge: channel count " << other.mean.size() << " != " << mean.size());
-    const double na = static_cast<double>(count), nb = static_cast<double>(other.count), n = na + nb;
-    for (size_t c = 0; c < mean.size(); c++) {
-        const double delta = other.mean[c] - mean[c];
-        mean[c] += delta * (nb / n);
-        m2[c] += other.m2[c] + delta * delta * (na * nb / n);
-    }
-    count += other.count;
-}
-
-std::vector<double> Moments::biased_var() const {
-    std::vector<double> v(m2.size());
-    for (size_t c = 0; c < v.size(); c++) v[c] = m2[c] / static_cast<double>(count);
-    return v;
-}
-
-std::vector<double> Moments::unbiased_var() const {
-    std::vector<double> v(m2.size());
-    for (size_t c = 0; c < v.size(); c++) v[c] = m2[c] / static_cast<double>(count - 1);
-    return v;
-}
 
 namespace {
 
@@ -65,89 +33,74 @@ void check_same_geometry(const Tensor& t, const Tensor& x, const char* arg, cons
               arg << ": expected device " << x.device().str() << " (as " << x_arg << "), got " << t.device().str());
 }
 
+void check_addend(const Tensor* addend, Activation activation, const Tensor& x) {
+    BNF_CHECK(!addend || activation == Activation::Relu,
+              "addend: only supported with Activation::Relu (fused BN+add+ReLU)");
+    if (addend) check_same_geometry(*addend, x, "addend", "x");
+}
+
 int64_t per_channel_count(const Tensor& x) { return x.shape()[1] == 0 ? 0 : x.numel() / x.shape()[1]; }
 
-// The mean as float32 shift plus float32 offset (mean − shift): the kernels
-// subtract them one after the other, so x − mean keeps its precision when
-// the data sit far from zero.
-struct SplitMean {
-    std::vector<float> shift, offset;
-    explicit SplitMean(const std::vector<double>& mean) : shift(mean.size()), offset(mean.size()) {
-        for (size_t c = 0; c < mean.size(); c++) {
-            shift[c] = static_cast<float>(mean[c]);
-            offset[c] = static_cast<float>(mean[c] - static_cast<double>(shift[c]));
-        }
-    }
-};
+Tensor filled(std::vector<int64_t> shape, DType dtype, double value, Device device) {
+    Tensor t = Tensor::empty(std::move(shape), dtype, device);
+    t.fill_(value);
+    return t;
+}
 
-// The ReLU bitmask as a 3-D kernel buffer (d0, d1, ceil(N / 8)): see empty_mask_for.
-struct MaskView {
-    halide_dimension_t dims[3];
-    halide_buffer_t buf{};
-    explicit MaskView(const Tensor& mask) {
-        const int32_t d0 = static_cast<int32_t>(mask.shape()[2]), d1 = static_cast<int32_t>(mask.shape()[1]);
-        dims[0] = {0, d0, 1, 0};
-        dims[1] = {0, d1, d0, 0};
-        dims[2] = {0, static_cast<int32_t>(mask.shape()[0]), d0 * d1, 0};
-        detail::init_buffer(buf, mask.raw_data(), mask.device(), {halide_type_uint, 8, 1}, 3, dims);
-    }
-};
+// A per-channel parameter or statistic as the kernels take it: C float32
+// values, dense, on `device`. The modules' own tensors are already so (no
+// copy); anything else is converted once, and an undefined tensor is `fill`.
+Tensor kernel_channel_tensor(const Tensor& t, int64_t channels, double fill, Device device, const char* arg) {
+    if (!t.defined()) return filled({channels}, DType::Float32, fill, device);
+    BNF_CHECK(t.numel() == channels, arg << ": expected " << channels << " values (one per channel), got shape "
+                                         << detail::format_shape(t.shape()));
+    BNF_CHECK(t.dtype() == DType::Float32 || t.dtype() == DType::Float16 || t.dtype() == DType::BFloat16,
+              arg << ": expected a float tensor, got " << to_string(t.dtype()));
+    if (t.dtype() == DType::Float32 && t.is_contiguous() && t.device() == device) return t;
+    Tensor out = Tensor::empty(t.shape(), DType::Float32, device);
+    out.copy_(t.device() == device ? t : t.to(device));
+    return out;
+}
 
-// What backward needs; the one-pass kernel forms the same invstd in-kernel.
-SavedContext saved_context(const Tensor& x, const std::vector<double>& mean, const std::vector<double>& var,
-                           double eps, Activation activation, bool has_addend, bool batch_statistics, int64_t count) {
-    SavedContext s;
+// γ and β for the kernels: both undefined is affine=False (no tensors); one
+// of them undefined reads as ones / zeros.
+struct Affine {
+    Tensor weight, bias;
+};
+Affine affine_params(const Tensor& weight, const Tensor& bias, int64_t channels, Device device) {
+    if (!weight.defined() && !bias.defined()) return {};
+    return {kernel_channel_tensor(weight, channels, 1.0, device, "weight"),
+            kernel_channel_tensor(bias, channels, 0.0, device, "bias")};
+}
+
+// C zero moments or sums: an empty batch, which no kernel reduces.
+Tensor zero_rows(int64_t rows, int64_t channels, Device device) {
+    return filled({rows, channels}, DType::Float64, 0.0, device);
+}
+
+// One row of a (rows, C) float64 tensor, on the host.
+std::vector<double> host_row(const Tensor& rows, int row) {
+    if (!rows.defined()) return {};
+    const Tensor h = rows.device().is_cpu() ? rows : rows.to(Device::cpu());
+    const int64_t channels = h.shape()[1];
+    const double* p = h.data<double>() + row * channels;
+    return std::vector<double>(p, p + channels);
+}
+
+// y and the saved context from a forward's per-channel constants.
+ForwardResult apply_constants(const Tensor& x, const detail::ApplyConstants& k, Activation activation,
+                              const Tensor* addend, bool batch_statistics, int64_t count) {
+    ForwardResult r;
+    SavedContext& s = r.saved;
     s.x = x;
-    s.mean = mean;
-    s.invstd.resize(mean.size());
-    for (size_t c = 0; c < mean.size(); c++) s.invstd[c] = 1.0 / std::sqrt(var[c] + eps);
+    s.mean = k.saved_mean;
+    s.invstd = k.saved_invstd;
+    s.shift = k.shift;
+    s.offset = k.offset;
     s.count = count;
     s.batch_statistics = batch_statistics;
     s.activation = activation;
-    s.has_addend = has_addend;
-    return s;
-}
-
-Fusion fusion_of(Activation activation, bool has_addend) {
-    return activation == Activation::Identity ? Fusion::none : has_addend ? Fusion::add_relu : Fusion::relu;
-}
-
-}  // namespace
-
-Moments batch_moments(const Tensor& x) {
-    check_batch_tensor(x, "x");
-    const int64_t channels = x.shape()[1];
-    Moments m;
-    m.count = per_channel_count(x);
-    m.mean.assign(channels, 0.0);
-    m.m2.assign(channels, 0.0);
-    if (x.numel() == 0) return m;
-    const Layout kl = detail::kernel_layout_for(x, "x");
-    BatchView xv;
-    detail::make_batch_view(xv, x, kl, "x");
-    ChannelBuffer mean(m.mean.data(), channels), m2(m.m2.data(), channels);
-    detail::invoke(detail::find_kernel(Pipeline::stats, x.device(), x.dtype(), kl, Fusion::none),
-                   {{"x", &xv.buf}, {"mean", &mean.buf}, {"m2", &m2.buf}});
-    return m;
-}
-
-ForwardResult normalize(const Tensor& x, const std::vector<double>& mean, const std::vector<double>& var,
-                        double eps, const Tensor& weight, const Tensor& bias, Activation activation,
-                        const Tensor* addend, bool batch_statistics, int64_t count) {
-    check_batch_tensor(x, "x");
-    const int64_t channels = x.shape()[1];
-    BNF_CHECK(static_cast<int64_t>(mean.size()) == channels && static_cast<int64_t>(var.size()) == channels,
-              "normalize: expected " << channels << " per-channel mean/var values, got " << mean.size() << "/"
-                                     << var.size());
-    BNF_CHECK(!addend || activation == Activation::Relu, "addend: only supported with Activation::Relu (fused BN+add+ReLU)");
-    if (addend) check_same_geometry(*addend, x, "addend", "x");
-
-    ForwardResult r;
-    r.saved = saved_context(x, mean, var, eps, activation, addend != nullptr, batch_statistics, count);
-    const SavedContext& s = r.saved;
-
-    const std::vector<double> w = detail::channel_values(weight, channels, 1.0, "weight");
-    const std::vector<double> b = detail::channel_values(bias, channels, 0.0, "bias");
+    s.has_addend = addend != nullptr;
     r.y = Tensor::empty(x.shape(), x.dtype(), x.device(), x.layout());
     if (x.numel() == 0) return r;
 
@@ -156,27 +109,123 @@ ForwardResult normalize(const Tensor& x, const std::vector<double>& mean, const 
     detail::make_batch_view(xv, x, kl, "x");
     detail::make_batch_view(yv, r.y, kl, "y");
     if (addend) detail::make_batch_view(av, *addend, kl, "addend");
-
-    SplitMean split(mean);
-    std::vector<float> scale(channels), beta(channels);
-    for (int64_t c = 0; c < channels; c++) {
-        scale[c] = static_cast<float>(w[c] * s.invstd[c]);
-        beta[c] = static_cast<float>(b[c]);
-    }
-    ChannelBuffer shift_b(split.shift.data(), channels), offset_b(split.offset.data(), channels),
-        scale_b(scale.data(), channels), beta_b(beta.data(), channels);
-
-    const Fusion fusion = fusion_of(activation, addend != nullptr);
-    std::optional<MaskView> mv;
-    if (fusion != Fusion::none) {
-        r.saved.mask = detail::empty_mask_for(xv, x.device());
-        mv.emplace(r.saved.mask);
-    }
-    detail::invoke(detail::find_kernel(Pipeline::apply, x.device(), x.dtype(), kl, fusion),
-                   {{"x", &xv.buf}, {"addend", addend ? &av.buf : nullptr}, {"shift", &shift_b.buf},
-                    {"offset", &offset_b.buf}, {"scale", &scale_b.buf}, {"beta", &beta_b.buf}, {"y", &yv.buf},
-                    {"mask", mv ? &mv->buf : nullptr}});
+    if (activation == Activation::Relu) s.mask = detail::empty_mask_for(xv, x.device());
+    detail::call_apply(xv, addend ? &av : nullptr, k, yv, s.mask.defined() ? &s.mask : nullptr);
     return r;
+}
+
+// dweight/dbias of one backward alone: accumulators that start at zero.
+GradAccumulators fresh_grads(int64_t channels, Device device) {
+    return {filled({channels}, DType::Float32, 0.0, device), filled({channels}, DType::Float32, 0.0, device)};
+}
+
+}  // namespace
+
+void Moments::merge(const Moments& other) {
+    if (other.count == 0) return;
+    if (count == 0) {
+        *this = other;
+        return;
+    }
+    const int64_t channels = rows.shape()[1];
+    BNF_CHECK(other.rows.shape()[1] == channels,
+              "Moments::merge: channel count " << other.rows.shape()[1] << " != " << channels);
+    BNF_CHECK(other.rows.device() == rows.device(), "Moments::merge: moments on " << other.rows.device().str()
+                                                                                  << " and " << rows.device().str());
+    // The two parts side by side as merge_moments' (ranks, rows, C) input;
+    // assembled on the host (SyncBatchNorm gathers its rows on the device).
+    const size_t part = static_cast<size_t>(detail::kMomentRows * channels);
+    Tensor gathered = Tensor::empty({2, detail::kMomentRows, channels}, DType::Float64);
+    std::memcpy(gathered.data<double>(), rows.to(Device::cpu()).data<double>(), part * sizeof(double));
+    std::memcpy(gathered.data<double>() + part, other.rows.to(Device::cpu()).data<double>(), part * sizeof(double));
+    Tensor merged = detail::channel_rows(detail::kMomentRows, channels, rows.device());
+    detail::call_merge_moments(gathered.to(rows.device()), merged);
+    rows = merged;
+    count += other.count;
+}
+
+Moments merge_gathered(const Tensor& gathered, int64_t count) {
+    BNF_CHECK(gathered.defined() && gathered.dim() == 3 && gathered.shape()[1] == detail::kMomentRows &&
+                  gathered.dtype() == DType::Float64 && gathered.is_contiguous(),
+              "merge_gathered: expected a dense float64 (ranks, " << detail::kMomentRows << ", C) tensor");
+    Moments m;
+    m.count = count;
+    m.rows = detail::channel_rows(detail::kMomentRows, gathered.shape()[2], gathered.device());
+    detail::call_merge_moments(gathered, m.rows);
+    return m;
+}
+
+std::vector<double> Moments::mean() const { return host_row(rows, abi::kMomentMean); }
+std::vector<double> Moments::m2() const { return host_row(rows, abi::kMomentM2); }
+
+std::vector<double> Moments::biased_var() const {
+    std::vector<double> v = m2();
+    for (double& e : v) e /= static_cast<double>(count);
+    return v;
+}
+
+std::vector<double> Moments::unbiased_var() const {
+    std::vector<double> v = m2();
+    for (double& e : v) e /= static_cast<double>(count - 1);
+    return v;
+}
+
+Moments batch_moments(const Tensor& x) {
+    check_batch_tensor(x, "x");
+    const int64_t channels = x.shape()[1];
+    Moments m;
+    m.count = per_channel_count(x);
+    if (x.numel() == 0) {
+        m.rows = zero_rows(detail::kMomentRows, channels, x.device());
+        return m;
+    }
+    const Layout kl = detail::kernel_layout_for(x, "x");
+    BatchView xv;
+    detail::make_batch_view(xv, x, kl, "x");
+    m.rows = detail::channel_rows(detail::kMomentRows, channels, x.device());
+    detail::call_stats(xv, m.rows);
+    return m;
+}
+
+ForwardResult normalize_with_batch_stats(const Tensor& x, const Moments& moments, double eps, const Tensor& weight,
+                                         const Tensor& bias, Activation activation, const Tensor* addend,
+                                         const RunningUpdate* update) {
+    check_batch_tensor(x, "x");
+    check_addend(addend, activation, x);
+    const int64_t channels = x.shape()[1];
+    BNF_CHECK(moments.count != 1, "Expected more than 1 value per channel when training, got input size "
+                                      << detail::format_shape(x.shape()));
+    const std::vector<int64_t> moments_shape = {detail::kMomentRows, channels};
+    BNF_CHECK(!moments.rows.defined() || (moments.rows.shape() == moments_shape && moments.rows.device() == x.device()),
+              "normalize_with_batch_stats: expected moments of " << channels << " channels on " << x.device().str());
+    const Affine a = affine_params(weight, bias, channels, x.device());
+    Moments m = moments;
+    if (!m.rows.defined()) m.rows = zero_rows(detail::kMomentRows, channels, x.device());
+    detail::ForwardFinalizeArgs args;
+    args.moments = &m;
+    args.update = update;
+    args.weight = a.weight;
+    args.bias = a.bias;
+    args.eps = eps;
+    const detail::ApplyConstants k = detail::call_forward_finalize(args, channels, x.device());
+    return apply_constants(x, k, activation, addend, true, moments.count);
+}
+
+ForwardResult normalize_with_running_stats(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
+                                           double eps, const Tensor& weight, const Tensor& bias, Activation activation,
+                                           const Tensor* addend) {
+    check_batch_tensor(x, "x");
+    check_addend(addend, activation, x);
+    const int64_t channels = x.shape()[1];
+    const Affine a = affine_params(weight, bias, channels, x.device());
+    detail::ForwardFinalizeArgs args;
+    args.running_mean = kernel_channel_tensor(running_mean, channels, 0.0, x.device(), "running_mean");
+    args.running_var = kernel_channel_tensor(running_var, channels, 1.0, x.device(), "running_var");
+    args.weight = a.weight;
+    args.bias = a.bias;
+    args.eps = eps;
+    const detail::ApplyConstants k = detail::call_forward_finalize(args, channels, x.device());
+    return apply_constants(x, k, activation, addend, false, per_channel_count(x));
 }
 
 BackwardSums backward_sums(const Tensor& dy, const SavedContext& saved) {
@@ -184,110 +233,56 @@ BackwardSums backward_sums(const Tensor& dy, const SavedContext& saved) {
     check_same_geometry(dy, x, "dy", "the forward input");
     const int64_t channels = x.shape()[1];
     BackwardSums sums;
-    sums.sum_dy.assign(channels, 0.0);
-    sums.sum_dy_xmu.assign(channels, 0.0);
-    if (x.numel() == 0) return sums;
-
+    if (x.numel() == 0) {
+        sums.sums = zero_rows(detail::kSumRows, channels, x.device());
+        return sums;
+    }
     const Layout kl = detail::kernel_layout_for(x, "x");
     BatchView xv, dyv;
     detail::make_batch_view(xv, x, kl, "x");
     detail::make_batch_view(dyv, dy, kl, "dy");
-    SplitMean split(saved.mean);
-    ChannelBuffer shift_b(split.shift.data(), channels), offset_b(split.offset.data(), channels);
-    ChannelBuffer sum_dy_b(sums.sum_dy.data(), channels), sum_dy_xmu_b(sums.sum_dy_xmu.data(), channels);
-
+    sums.sums = detail::channel_rows(detail::kSumRows, channels, x.device());
     const bool masked = saved.activation == Activation::Relu;
-    std::optional<MaskView> mv;
-    if (masked) mv.emplace(saved.mask);
-    detail::invoke(detail::find_kernel(Pipeline::backward_reduce, x.device(), x.dtype(), kl,
-                                       masked ? Fusion::masked : Fusion::none),
-                   {{"x", &xv.buf}, {"dy", &dyv.buf}, {"mask", mv ? &mv->buf : nullptr}, {"shift", &shift_b.buf},
-                    {"offset", &offset_b.buf}, {"sum_dy", &sum_dy_b.buf}, {"sum_dy_xmu", &sum_dy_xmu_b.buf}});
+    detail::call_backward_reduce(xv, dyv, masked ? &saved.mask : nullptr, saved, sums.sums);
     return sums;
 }
 
 InputGrads backward_input(const Tensor& dy, const SavedContext& saved, const Tensor& weight,
-                          const BackwardSums& sums) {
+                          const BackwardSums& sums, const GradAccumulators* grads) {
     const Tensor& x = saved.x;
     check_same_geometry(dy, x, "dy", "the forward input");
     const int64_t channels = x.shape()[1];
-    const std::vector<double> w = detail::channel_values(weight, channels, 1.0, "weight");
+    const std::vector<int64_t> sums_shape = {detail::kSumRows, channels};
+    BNF_CHECK(sums.sums.defined() && sums.sums.shape() == sums_shape,
+              "backward_input: expected sums of " << channels << " channels");
+    const bool accumulates = grads && grads->weight_grad.defined();
+    const Tensor w = weight.defined() || accumulates ? kernel_channel_tensor(weight, channels, 1.0, x.device(), "weight")
+                                                     : Tensor();
+    const detail::GradCoefficients k = detail::call_backward_finalize(saved, w, sums.sums, grads);
 
     InputGrads g;
     g.dx = Tensor::empty(x.shape(), x.dtype(), x.device(), x.layout());
     if (saved.has_addend) g.daddend = Tensor::empty(x.shape(), x.dtype(), x.device(), x.layout());
     if (x.numel() == 0) return g;
-
-    std::vector<float> k_dy(channels), k_xmu(channels, 0.0f), k_bias(channels, 0.0f);
-    const double m = static_cast<double>(saved.count);
-    for (int64_t c = 0; c < channels; c++) {
-        const double scale = w[c] * saved.invstd[c];
-        k_dy[c] = static_cast<float>(scale);
-        if (saved.batch_statistics) {
-            k_xmu[c] = static_cast<float>(scale * saved.invstd[c] * saved.invstd[c] * sums.sum_dy_xmu[c] / m);
-            k_bias[c] = static_cast<float>(scale * sums.sum_dy[c] / m);
-        }
-    }
-
     const Layout kl = detail::kernel_layout_for(x, "x");
     BatchView xv, dyv, dxv, dav;
     detail::make_batch_view(xv, x, kl, "x");
     detail::make_batch_view(dyv, dy, kl, "dy");
     detail::make_batch_view(dxv, g.dx, kl, "dx");
-    SplitMean split(saved.mean);
-    ChannelBuffer shift_b(split.shift.data(), channels), offset_b(split.offset.data(), channels),
-        k_dy_b(k_dy.data(), channels), k_xmu_b(k_xmu.data(), channels), k_bias_b(k_bias.data(), channels);
-
-    std::optional<MaskView> mv;
-    if (saved.activation == Activation::Relu) mv.emplace(saved.mask);
     if (saved.has_addend) detail::make_batch_view(dav, g.daddend, kl, "daddend");
-    detail::invoke(detail::find_kernel(Pipeline::backward_apply, x.device(), x.dtype(), kl,
-                                       fusion_of(saved.activation, saved.has_addend)),
-                   {{"x", &xv.buf}, {"dy", &dyv.buf}, {"mask", mv ? &mv->buf : nullptr}, {"shift", &shift_b.buf},
-                    {"offset", &offset_b.buf}, {"k_dy", &k_dy_b.buf}, {"k_xmu", &k_xmu_b.buf},
-                    {"k_bias", &k_bias_b.buf}, {"dx", &dxv.buf}, {"daddend", saved.has_addend ? &dav.buf : nullptr}});
+    detail::call_backward_apply(xv, dyv, saved.activation == Activation::Relu ? &saved.mask : nullptr, saved, k, dxv,
+                                saved.has_addend ? &dav : nullptr);
     return g;
-}
-
-void parameter_grads(const SavedContext& saved, const BackwardSums& sums, std::vector<double>& dweight,
-                     std::vector<double>& dbias) {
-    const size_t channels = saved.invstd.size();
-    dweight.resize(channels);
-    dbias.resize(channels);
-    for (size_t c = 0; c < channels; c++) {
-        dweight[c] = sums.sum_dy_xmu[c] * saved.invstd[c];
-        dbias[c] = sums.sum_dy[c];
-    }
-}
-
-ForwardResult normalize_with_batch_stats(const Tensor& x, const Moments& moments, double eps, const Tensor& weight,
-                                         const Tensor& bias, Activation activation, const Tensor* addend) {
-    check_batch_tensor(x, "x");
-    BNF_CHECK(moments.count != 1, "Expected more than 1 value per channel when training, got input size "
-                                      << detail::format_shape(x.shape()));
-    // An empty (global) batch normalises nothing; any finite variance will do.
-    const auto var = moments.count == 0 ? std::vector<double>(x.shape()[1], 1.0) : moments.biased_var();
-    return normalize(x, moments.mean, var, eps, weight, bias, activation, addend, true, moments.count);
-}
-
-ForwardResult normalize_with_running_stats(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
-                                           double eps, const Tensor& weight, const Tensor& bias, Activation activation,
-                                           const Tensor* addend) {
-    check_batch_tensor(x, "x");
-    const int64_t channels = x.shape()[1];
-    const auto mean = detail::channel_values(running_mean, channels, 0.0, "running_mean");
-    const auto var = detail::channel_values(running_var, channels, 1.0, "running_var");
-    return normalize(x, mean, var, eps, weight, bias, activation, addend, false, per_channel_count(x));
 }
 
 namespace {
 
 // The one-pass kernels (one_pass.h), when they apply; std::nullopt otherwise.
 std::optional<BatchNormForward> train_forward_one_pass(const Tensor& x, double eps, const Tensor& weight,
-                                                      const Tensor& bias, Activation activation, const Tensor* addend) {
+                                                      const Tensor& bias, Activation activation, const Tensor* addend,
+                                                      const RunningUpdate* update) {
     check_batch_tensor(x, "x");
-    BNF_CHECK(!addend || activation == Activation::Relu, "addend: only supported with Activation::Relu (fused BN+add+ReLU)");
-    if (addend) check_same_geometry(*addend, x, "addend", "x");
+    check_addend(addend, activation, x);
     const int64_t channels = x.shape()[1], count = per_channel_count(x);
     if (x.numel() == 0 || count < 2) return std::nullopt;  // the two-pass route owns these rules
     if (!x.device().is_cpu()) return std::nullopt;         // a GPU streams both passes from memory
@@ -296,48 +291,45 @@ std::optional<BatchNormForward> train_forward_one_pass(const Tensor& x, double e
     detail::make_batch_view(xv, x, kl, "x");
     if (!detail::one_pass_fits(xv, 1)) return std::nullopt;
 
-    std::vector<float> w(channels), b(channels);
-    {
-        const auto wd = detail::channel_values(weight, channels, 1.0, "weight");
-        const auto bd = detail::channel_values(bias, channels, 0.0, "bias");
-        for (int64_t c = 0; c < channels; c++) {
-            w[c] = static_cast<float>(wd[c]);
-            b[c] = static_cast<float>(bd[c]);
-        }
-    }
+    const Affine a = affine_params(weight, bias, channels, x.device());
+    const Tensor w = a.weight.defined() ? a.weight : filled({channels}, DType::Float32, 1.0, x.device());
+    const Tensor b = a.bias.defined() ? a.bias : filled({channels}, DType::Float32, 0.0, x.device());
     BatchNormForward out;
     Moments& m = out.moments.emplace();
     m.count = count;
-    m.mean.assign(channels, 0.0);
-    m.m2.assign(channels, 0.0);
+    m.rows = detail::channel_rows(detail::kMomentRows, channels, x.device());
     Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device(), x.layout());
     detail::make_batch_view(yv, y, kl, "y");
     if (addend) detail::make_batch_view(av, *addend, kl, "addend");
-    ChannelBuffer w_b(w.data(), channels), b_b(b.data(), channels), mean_b(m.mean.data(), channels),
-        m2_b(m.m2.data(), channels);
-    halide_scalar_value_t eps_value;
-    eps_value.u.f64 = eps;
-
-    const Fusion fusion = fusion_of(activation, addend != nullptr);
-    const auto& kernel = detail::find_kernel(Pipeline::train_forward, x.device(), x.dtype(), kl, fusion);
     Tensor mask;
-    std::optional<MaskView> mv;
-    if (fusion != Fusion::none) {
-        mask = detail::empty_mask_for(xv, x.device());
-        mv.emplace(mask);
-    }
-    detail::invoke(kernel, {{"x", &xv.buf}, {"addend", addend ? &av.buf : nullptr}, {"weight", &w_b.buf},
-                            {"bias", &b_b.buf}, {"eps", nullptr, &eps_value}, {"y", &yv.buf},
-                            {"mask", mv ? &mv->buf : nullptr}, {"mean", &mean_b.buf}, {"m2", &m2_b.buf}});
+    if (activation == Activation::Relu) mask = detail::empty_mask_for(xv, x.device());
+    detail::call_train_forward(xv, addend ? &av : nullptr, w, b, eps, yv, mask.defined() ? &mask : nullptr, m.rows);
 
+    // The per-channel step still runs: the saved context for backward, and the update.
+    detail::ForwardFinalizeArgs args;
+    args.moments = &m;
+    args.update = update;
+    args.weight = a.weight;
+    args.bias = a.bias;
+    args.eps = eps;
+    const detail::ApplyConstants k = detail::call_forward_finalize(args, channels, x.device());
+    SavedContext& s = out.result.saved;
+    s.x = x;
+    s.mask = mask;
+    s.mean = k.saved_mean;
+    s.invstd = k.saved_invstd;
+    s.shift = k.shift;
+    s.offset = k.offset;
+    s.count = count;
+    s.batch_statistics = true;
+    s.activation = activation;
+    s.has_addend = addend != nullptr;
     out.result.y = y;
-    out.result.saved = saved_context(x, m.mean, m.biased_var(), eps, activation, addend != nullptr, true, count);
-    out.result.saved.mask = mask;
     return out;
 }
 
 std::optional<BatchNormBackward> train_backward_one_pass(const Tensor& dy, const SavedContext& saved,
-                                                         const Tensor& weight) {
+                                                         const Tensor& weight, const GradAccumulators* grads) {
     const Tensor& x = saved.x;
     check_same_geometry(dy, x, "dy", "the forward input");
     const int64_t channels = x.shape()[1];
@@ -351,36 +343,27 @@ std::optional<BatchNormBackward> train_backward_one_pass(const Tensor& dy, const
     if (!detail::one_pass_fits(xv, 2)) return std::nullopt;
     detail::make_batch_view(dyv, dy, kl, "dy");
 
-    std::vector<float> w(channels);
-    {
-        const std::vector<double> wd = detail::channel_values(weight, channels, 1.0, "weight");
-        for (int64_t c = 0; c < channels; c++) w[c] = static_cast<float>(wd[c]);
-    }
+    const Tensor w = kernel_channel_tensor(weight, channels, 1.0, x.device(), "weight");
     BatchNormBackward out;
-    BackwardSums sums;
-    sums.sum_dy.assign(channels, 0.0);
-    sums.sum_dy_xmu.assign(channels, 0.0);
     out.input.dx = Tensor::empty(x.shape(), x.dtype(), x.device(), x.layout());
     detail::make_batch_view(dxv, out.input.dx, kl, "dx");
     if (saved.has_addend) {
         out.input.daddend = Tensor::empty(x.shape(), x.dtype(), x.device(), x.layout());
         detail::make_batch_view(dav, out.input.daddend, kl, "daddend");
     }
-    SplitMean split(saved.mean);
-    ChannelBuffer shift_b(split.shift.data(), channels), offset_b(split.offset.data(), channels),
-        w_b(w.data(), channels), invstd_b(saved.invstd.data(), channels),
-        sum_dy_b(sums.sum_dy.data(), channels), sum_dy_xmu_b(sums.sum_dy_xmu.data(), channels);
-    std::optional<MaskView> mv;
-    if (saved.activation == Activation::Relu) mv.emplace(saved.mask);
-
-    const auto& kernel = detail::find_kernel(Pipeline::train_backward, x.device(), x.dtype(), kl,
-                                             fusion_of(saved.activation, saved.has_addend));
-    detail::invoke(kernel, {{"x", &xv.buf}, {"dy", &dyv.buf}, {"mask", mv ? &mv->buf : nullptr},
-                            {"shift", &shift_b.buf}, {"offset", &offset_b.buf}, {"weight", &w_b.buf},
-                            {"invstd", &invstd_b.buf}, {"dx", &dxv.buf},
-                            {"daddend", saved.has_addend ? &dav.buf : nullptr}, {"sum_dy", &sum_dy_b.buf},
-                            {"sum_dy_xmu", &sum_dy_xmu_b.buf}});
-    parameter_grads(saved, sums, out.dweight, out.dbias);
+    BackwardSums sums;
+    sums.sums = detail::channel_rows(detail::kSumRows, channels, x.device());
+    detail::call_train_backward(xv, dyv, saved.activation == Activation::Relu ? &saved.mask : nullptr, saved, w, dxv,
+                                saved.has_addend ? &dav : nullptr, sums.sums);
+    // dγ/dβ from the per-channel step (its dx coefficients are the kernel's own, unused).
+    if (grads) {
+        detail::call_backward_finalize(saved, w, sums.sums, grads);
+    } else if (weight.defined()) {
+        const GradAccumulators fresh = fresh_grads(channels, x.device());
+        detail::call_backward_finalize(saved, w, sums.sums, &fresh);
+        out.dweight = fresh.weight_grad;
+        out.dbias = fresh.bias_grad;
+    }
     return out;
 }
 
@@ -388,27 +371,37 @@ std::optional<BatchNormBackward> train_backward_one_pass(const Tensor& dy, const
 
 BatchNormForward batch_norm_forward(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
                                     const Tensor& weight, const Tensor& bias, bool training, double eps,
-                                    Activation activation, const Tensor* addend) {
+                                    Activation activation, const Tensor* addend, const RunningUpdate* update) {
     const bool batch_statistics = training || !running_mean.defined() || !running_var.defined();
+    BNF_CHECK(batch_statistics || !update, "batch_norm_forward: a running-statistics update needs batch statistics");
     if (batch_statistics) {
-        if (auto one_pass = train_forward_one_pass(x, eps, weight, bias, activation, addend)) return std::move(*one_pass);
+        if (auto one_pass = train_forward_one_pass(x, eps, weight, bias, activation, addend, update)) {
+            return std::move(*one_pass);
+        }
     }
     BatchNormForward out;
     if (batch_statistics) {
         out.moments = batch_moments(x);
-        out.result = normalize_with_batch_stats(x, *out.moments, eps, weight, bias, activation, addend);
+        out.result = normalize_with_batch_stats(x, *out.moments, eps, weight, bias, activation, addend, update);
     } else {
         out.result = normalize_with_running_stats(x, running_mean, running_var, eps, weight, bias, activation, addend);
     }
     return out;
 }
 
-BatchNormBackward batch_norm_backward(const Tensor& dy, const SavedContext& saved, const Tensor& weight) {
-    if (auto one_pass = train_backward_one_pass(dy, saved, weight)) return std::move(*one_pass);
+BatchNormBackward batch_norm_backward(const Tensor& dy, const SavedContext& saved, const Tensor& weight,
+                                      const GradAccumulators* grads) {
+    if (auto one_pass = train_backward_one_pass(dy, saved, weight, grads)) return std::move(*one_pass);
     BatchNormBackward out;
     const BackwardSums sums = backward_sums(dy, saved);
-    out.input = backward_input(dy, saved, weight, sums);
-    parameter_grads(saved, sums, out.dweight, out.dbias);
+    if (grads || !weight.defined()) {
+        out.input = backward_input(dy, saved, weight, sums, grads);
+    } else {
+        const GradAccumulators fresh = fresh_grads(saved.x.shape()[1], saved.x.device());
+        out.input = backward_input(dy, saved, weight, sums, &fresh);
+        out.dweight = fresh.weight_grad;
+        out.dbias = fresh.bias_grad;
+    }
     return out;
 }
 

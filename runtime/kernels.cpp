@@ -1,11 +1,13 @@
 #include "kernels.h"
 
 #include "check.h"
-#include "cpu_dispatch.h"
+#include "halide_hooks.h"
 #include "device.h"
 #include "kernel_headers.h"
+#include "traffic.h"
 
 #include <climits>
+#include <cstring>
 
 namespace bnforge::detail {
 
@@ -26,9 +28,9 @@ std::vector<KernelEntry> build_table() {
     table.push_back({Pipeline::pipeline, device_from_tag_##device, dtype_from_tag_##dtype,            \
                      layout_from_tag_##layout, Fusion::fusion, #schedule, #name, &name##_argv,        \
                      &name##_metadata});
-// Per-channel kernels have no activation dtype or layout: their float32 / NCHW fields are unused.
+// Per-channel kernels have no activation dtype or layout: float64 (their statistics) and NCHW stand in.
 #define BNFORGE_CHANNEL_KERNEL(pipeline, device, variant, schedule, name)                                   \
-    table.push_back({Pipeline::pipeline, device_from_tag_##device, DType::Float32, Layout::NCHW, Fusion::none, \
+    table.push_back({Pipeline::pipeline, device_from_tag_##device, DType::Float64, Layout::NCHW, Fusion::none, \
                      #schedule, #name, &name##_argv, &name##_metadata, #variant});
 #include "kernel_registry.inc"
 #undef BNFORGE_CHANNEL_KERNEL
@@ -37,11 +39,6 @@ std::vector<KernelEntry> build_table() {
 }
 
 }  // namespace
-
-// Halide's default error handler aborts; this one keeps the message.
-void halide_error_to_context(void* user_context, const char* message) {
-    if (user_context) static_cast<CallContext*>(user_context)->error += message;
-}
 
 namespace {
 
@@ -164,6 +161,7 @@ void make_batch_view(BatchView& view, const Tensor& x, Layout kernel_layout, con
     const int64_t n = x.shape()[0], c = x.shape()[1];
     const int64_t stride_n = x.strides()[0], stride_c = x.strides()[1];
     view.kernel_layout = kernel_layout;
+    view.dtype = x.dtype();
     if (kernel_layout == Layout::NCHW) {
         BNF_CHECK(spatial == 1 || inner == 1, arg << ": NCHW kernels need spatial stride 1, got " << inner);
         view.dims[0] = {0, checked_int32(spatial, arg, "spatial size"), 1, 0};
@@ -203,7 +201,7 @@ const KernelEntry* last_invoked_kernel() { return t_last_invoked; }
 void invoke(const KernelEntry& kernel, std::initializer_list<KernelArg> args) {
     install_halide_hooks();
     note_kernel_call();
-    t_last_invoked = &kernel;
+    if (*kernel.variant == '\0') t_last_invoked = &kernel;
     const halide_filter_metadata_t* meta = kernel.metadata_fn();
     CallContext context;
     void* user_context = &context;
@@ -213,23 +211,21 @@ void invoke(const KernelEntry& kernel, std::initializer_list<KernelArg> args) {
     for (int i = 0; i < meta->num_arguments; i++) {
         const halide_filter_argument_t& a = meta->arguments[i];
         const bool scalar = a.kind == halide_argument_kind_input_scalar;
-        if (scalar && std::string(a.name) == "__user_context") {
+        if (scalar && std::strcmp(a.name, "__user_context") == 0) {
             argv[i] = &user_context;
             continue;
         }
         for (const KernelArg& arg : args) {
-            if (std::string(a.name) != arg.name) continue;
+            if (std::strcmp(a.name, arg.name) != 0) continue;
             void* value = scalar ? const_cast<halide_scalar_value_t*>(arg.scalar) : static_cast<void*>(arg.buffer);
             if (value) {
                 argv[i] = value;
                 matched++;
             }
         }
-        if (!argv[i]) throw Error(std::string("internal: kernel ") + kernel.name + " needs argument '" + a.name + "'");
+        BNF_ASSERT(argv[i], "an argument '" << a.name << "' for kernel " << kernel.name);
     }
-    if (matched != present) {
-        throw Error(std::string("internal: kernel ") + kernel.name + " was given arguments it does not take");
-    }
+    BNF_ASSERT(matched == present, "only arguments that kernel " << kernel.name << " takes");
     const Device device{kernel.device, 0};
     if (!device.is_cpu()) {
         // Host inputs (the per-channel values) must be uploaded: Halide copies a
@@ -237,7 +233,10 @@ void invoke(const KernelEntry& kernel, std::initializer_list<KernelArg> args) {
         for (int i = 0; i < meta->num_arguments; i++) {
             if (meta->arguments[i].kind != halide_argument_kind_input_buffer) continue;
             auto* b = static_cast<halide_buffer_t*>(argv[i]);
-            if (b->host && !b->device) b->set_host_dirty(true);
+            if (b->host && !b->device) {
+                b->set_host_dirty(true);
+                count_host_to_device();
+            }
         }
     }
     int result = kernel.argv_fn(argv.data());
@@ -246,7 +245,10 @@ void invoke(const KernelEntry& kernel, std::initializer_list<KernelArg> args) {
         for (const KernelArg& arg : args) {
             halide_buffer_t* b = arg.buffer;
             if (!b || !b->host || !b->device) continue;
-            if (result == 0 && b->device_dirty()) result = halide_copy_to_host(user_context, b);
+            if (result == 0 && b->device_dirty()) {
+                count_device_to_host();
+                result = halide_copy_to_host(user_context, b);
+            }
             halide_device_free(user_context, b);
         }
     }

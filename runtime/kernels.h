@@ -51,6 +51,7 @@ const std::string& selected_kernel_schedule();
 // for the NCHW kernels and (c, s, n) for the NHWC kernels.
 struct BatchView {
     Layout kernel_layout;
+    DType dtype;
     halide_dimension_t dims[3];
     halide_buffer_t buf;
 };
@@ -100,7 +101,8 @@ struct CallContext {
 // (make_batch_view of a device tensor); per-channel host buffers go up and
 // come back through Halide's device-allocation cache (C values each way).
 void invoke(const KernelEntry& kernel, std::initializer_list<KernelArg> args);
-// The kernel this thread invoked last (tests check which route ran); nullptr before any.
+// The batch kernel this thread invoked last, the per-channel steps aside (tests
+// check which route ran); nullptr before any.
 const KernelEntry* last_invoked_kernel();
 
 }  // namespace bnforge::detail

@@ -306,7 +306,6 @@ bool dtype_from_dlpack(DLDataType t, DType* out) {
     else if (t.code == kDLBfloat && t.bits == 16) *out = DType::BFloat16;
     else if (t.code == kDLInt && t.bits == 64) *out = DType::Int64;
     else if (t.code == kDLUInt && t.bits == 8) *out = DType::UInt8;
-    else if (t.code == kDLFloat && t.bits == 64) *out = DType::Float64;
     else return false;
     return true;
 }
@@ -318,7 +317,7 @@ DLDataType dtype_to_dlpack(DType dtype) {
         case DType::BFloat16: return {kDLBfloat, 16, 1};
         case DType::Int64: return {kDLInt, 64, 1};
         case DType::UInt8: return {kDLUInt, 8, 1};
-        case DType::Float64: return {kDLFloat, 64, 1};
+        case DType::Float64: fail("to_dlpack: float64 tensors are bnforge's per-channel internals, not exported");
     }
     fail("to_dlpack: invalid DType value " + std::to_string(static_cast<int>(dtype)));
 }

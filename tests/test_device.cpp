@@ -135,6 +135,95 @@ TEST_P(OnDevice, TensorsMoveOnlyWhenAsked) {
     EXPECT_THROW(on_cpu.forward(dev), Error);
 }
 
+// A training step on the device — forward and backward, running statistics,
+// num_batches_tracked, gradient accumulation — and an eval forward make no
+// host↔device copy and no host synchronisation once the first call has run:
+// the per-channel arithmetic runs on the device too (the finalize kernels).
+// Counted through the runtime's own copy path (device_traffic), which every
+// host↔device move goes through: Tensor copies, per-channel host buffers given
+// to a GPU kernel. Modules: BatchNorm2d with momentum 0.1 and with momentum=None
+// (the cumulative average reads num_batches_tracked on the device),
+// FusedBatchNorm2d with and without an addend, MegEngine's BatchNorm2d.
+struct RoundTripCase {
+    Device device;
+    Layout layout;
+    const char* module;  // "bn2d", "bn2d_cumulative", "fused_relu", "fused_add_relu", "megengine"
+};
+
+class NoHostRoundTrip : public ::testing::TestWithParam<RoundTripCase> {};
+
+TEST_P(NoHostRoundTrip, TrainingStepsAndEvalStayOnTheDevice) {
+    const RoundTripCase& p = GetParam();
+    SKIP_WITHOUT(p.device);
+    // Poisoning new device tensors (test_environment.cpp) is itself a host copy.
+    struct Unpoisoned {
+        Unpoisoned() { poison_new_tensors(false); }
+        ~Unpoisoned() { poison_new_tensors(true); }
+    } unpoisoned;
+    const std::string kind = p.module;
+    const std::vector<int64_t> shape = {6, 5, 7, 9};
+    BatchNormOptions options = kind == "megengine" ? BatchNormOptions::megengine(shape[1])
+                                                   : BatchNormOptions::pytorch(shape[1]);
+    options.layout(p.layout).device(p.device);
+    if (kind == "bn2d_cumulative") options.momentum(std::nullopt);
+    BatchNorm2d plain(options);
+    FusedBatchNorm2d fused(options);
+    const bool is_fused = kind.rfind("fused", 0) == 0, with_addend = kind == "fused_add_relu";
+    BatchNormBase& mod = is_fused ? static_cast<BatchNormBase&>(fused) : plain;
+
+    std::mt19937 rng(3);
+    const auto sh = testutil::ref_shape(shape);
+    const Tensor x = testutil::tensor_from(testutil::random_batch(rng, sh, 5.0), shape, DType::Float32, p.layout)
+                         .to(p.device);
+    const Tensor addend = testutil::tensor_from(testutil::random_batch(rng, sh, 0.5), shape, DType::Float32, p.layout)
+                              .to(p.device);
+    const Tensor dy = testutil::tensor_from(testutil::random_batch(rng, sh, 0.5), shape, DType::Float32, p.layout)
+                          .to(p.device);
+    Tensor y, dx;
+    auto step = [&] {
+        if (is_fused) {
+            y = fused.forward(x, with_addend ? &addend : nullptr);
+            dx = fused.backward(dy).dx;
+        } else {
+            y = plain.forward(x);
+            dx = plain.backward(dy);
+        }
+    };
+    mod.train(true);
+    step();  // the first call: kernels loaded, device allocations made
+    const DeviceTraffic before = device_traffic();
+    for (int i = 0; i < 3; i++) step();
+    mod.train(false);
+    y = is_fused ? fused.forward(x, with_addend ? &addend : nullptr) : plain.forward(x);
+    const DeviceTraffic after = device_traffic();
+    EXPECT_EQ(after.host_to_device - before.host_to_device, 0) << "host→device copies in 3 steps and an eval forward";
+    EXPECT_EQ(after.device_to_host - before.device_to_host, 0) << "device→host copies in 3 steps and an eval forward";
+    EXPECT_EQ(after.synchronizations - before.synchronizations, 0) << "host synchronisations";
+    ASSERT_EQ(detail::last_invoked_kernel()->device, p.device.kind);
+
+    // And the steps did what they should (the counters cannot pass a step that did nothing).
+    if (kind != "megengine") EXPECT_EQ(mod.num_batches_tracked(), 4);
+    EXPECT_NE(values(mod.running_mean()), std::vector<double>(shape[1], 0.0));
+    EXPECT_NE(values(mod.weight_grad()), std::vector<double>(shape[1], 0.0));
+    for (double v : values(y)) ASSERT_TRUE(std::isfinite(v));
+    for (double v : values(dx)) ASSERT_TRUE(std::isfinite(v));
+}
+
+std::vector<RoundTripCase> round_trip_cases() {
+    std::vector<RoundTripCase> cases;
+    for (Device device : {Device::opencl(), Device::cuda(0)})
+        for (Layout layout : {Layout::NCHW, Layout::NHWC})
+            for (const char* module : {"bn2d", "bn2d_cumulative", "fused_relu", "fused_add_relu", "megengine"})
+                cases.push_back({device, layout, module});
+    return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Gpu, NoHostRoundTrip, ::testing::ValuesIn(round_trip_cases()),
+                         [](const ::testing::TestParamInfo<RoundTripCase>& info) {
+                             return testutil::device_name(info.param.device) + "_" + to_string(info.param.layout) +
+                                    "_" + info.param.module;
+                         });
+
 std::vector<DeviceCase> device_cases() {
     std::vector<DeviceCase> cases;
     for (Layout layout : {Layout::NCHW, Layout::NHWC}) {

@@ -19,6 +19,7 @@
 
 #include <bnforge/runtime.h>
 
+#include "bnk_test_saved_apply_opencl_nchw.h"
 #include "kernels.h"
 
 #include <algorithm>
@@ -150,6 +151,8 @@ protected:
         mask.for_each_value([&](uint8_t& v) { v = static_cast<uint8_t>(byte(rng)); });
         return mask;
     }
+    void check_apply(const KernelEntry& kernel, Fusion fusion);
+
     template <class F>
     void for_each_element(F f) {
         const Shape& k = shape();
@@ -166,13 +169,15 @@ TEST_P(GpuSchedule, StatsMatchFloat64) {
         std::vector<double> centre(k.c);
         for (double& v : centre) v = mean_scale * normal(rng);
         Batch x = random_batch(1.0, &centre);
-        Buffer<double> mean(k.c), m2(k.c);
-        mean.fill(std::numeric_limits<double>::quiet_NaN());
-        m2.fill(std::numeric_limits<double>::quiet_NaN());
-        ASSERT_NO_FATAL_FAILURE(run(kernel(Pipeline::stats, Fusion::none), {{"x", x.buf}, {"mean", mean}, {"m2", m2}}));
+        Buffer<double> moments(k.c, bnforge::abi::kMomentRows);
+        moments.fill(std::numeric_limits<double>::quiet_NaN());
+        ASSERT_NO_FATAL_FAILURE(run(kernel(Pipeline::stats, Fusion::none), {{"x", x.buf}, {"moments", moments}}));
+        auto mean = [&](int c) { return moments(c, bnforge::abi::kMomentMean); };
+        auto m2 = [&](int c) { return moments(c, bnforge::abi::kMomentM2); };
 
         const double count = static_cast<double>(k.n) * k.s;
         for (int c = 0; c < k.c; c++) {
+            EXPECT_EQ(moments(c, bnforge::abi::kMomentCount), count) << "channel " << c;
             double sum = 0, m2_ref = 0;
             for (int n = 0; n < k.n; n++)
                 for (int s = 0; s < k.s; s++) sum += x(s, c, n);
@@ -187,36 +192,58 @@ TEST_P(GpuSchedule, StatsMatchFloat64) {
 }
 
 TEST_P(GpuSchedule, ApplyMatchesFloat64) {
-    const Shape& k = shape();
     for (Fusion fusion : {Fusion::none, Fusion::relu, Fusion::add_relu}) {
         SCOPED_TRACE(std::string("fusion ") + bnforge::detail::to_string(fusion));
-        Buffer<float> shift = channel_values(0.0, 3.0), offset = channel_values(0.0, 1e-6),
-                      scale = channel_values(1.0, 0.5), beta = channel_values(0.0, 0.5);
-        const std::vector<double> centre = as_vector(shift);
-        Batch x = random_batch(1.0, &centre), addend = random_batch(0.5), y(k);
-        Buffer<uint8_t> mask = make_mask(k);
-        y.buf.fill(std::numeric_limits<float>::quiet_NaN());
-        mask.fill(0xA5);
-        std::map<std::string, halide_buffer_t*> args = {{"shift", shift}, {"offset", offset}, {"scale", scale},
-                                                        {"beta", beta},   {"x", x.buf},       {"y", y.buf}};
-        if (fusion != Fusion::none) args["mask"] = mask;
-        if (fusion == Fusion::add_relu) args["addend"] = addend.buf;
-        ASSERT_NO_FATAL_FAILURE(run(kernel(Pipeline::apply, fusion), args));
+        ASSERT_NO_FATAL_FAILURE(check_apply(kernel(Pipeline::apply, fusion), fusion));
+    }
+}
 
-        for_each_element([&](int s, int c, int n) {
-            double pre = (static_cast<double>(x(s, c, n)) - shift(c) - offset(c)) * scale(c) + beta(c);
-            if (fusion == Fusion::add_relu) pre += addend(s, c, n);
-            const double ref = fusion == Fusion::none ? pre : std::max(pre, 0.0);
-            ASSERT_NEAR(y(s, c, n), ref, 1e-6 * (1 + std::abs(pre))) << "(s, c, n) = " << s << ", " << c << ", " << n;
-            // A bit is set exactly where the stored output is positive (y = relu(pre)).
-            if (fusion != Fusion::none) {
-                ASSERT_EQ(mask_bit(mask, k, s, c, n), y(s, c, n) > 0) << s << ", " << c << ", " << n;
-            }
-        });
-        if (fusion != Fusion::none && k.n % 8) {  // the last byte's bits past the batch are clear
-            for (int c = 0; c < k.c; c++)
-                for (int s = 0; s < k.s; s++) ASSERT_EQ(mask_byte(mask, k, s, c, k.n - 1) >> (k.n % 8), 0);
+// bn_apply built from a saved OpenCL schedule (tests/schedules/, an
+// Anderson2021 schedule written by `bnforge tune --target host-opencl`): a
+// saved schedule replaces the manual one on a GPU target too.
+TEST_P(GpuSchedule, SavedOpenclApplyScheduleMatchesFloat64) {
+    if (shape().nhwc || schedule() != "manual") GTEST_SKIP() << "the saved schedule is bn_apply NCHW's";
+    const KernelEntry saved{Pipeline::apply,
+                            bnforge::Device::Kind::OpenCL,
+                            bnforge::DType::Float32,
+                            bnforge::Layout::NCHW,
+                            Fusion::none,
+                            "saved",
+                            "bnk_test_saved_apply_opencl_nchw",
+                            &bnk_test_saved_apply_opencl_nchw_argv,
+                            &bnk_test_saved_apply_opencl_nchw_metadata};
+    check_apply(saved, Fusion::none);
+}
+
+// The apply kernel `kernel` (of `fusion`) on random data against float64.
+void GpuSchedule::check_apply(const KernelEntry& kernel, Fusion fusion) {
+    const Shape& k = shape();
+    Buffer<float> shift = channel_values(0.0, 3.0), offset = channel_values(0.0, 1e-6),
+                  scale = channel_values(1.0, 0.5), beta = channel_values(0.0, 0.5);
+    const std::vector<double> centre = as_vector(shift);
+    Batch x = random_batch(1.0, &centre), addend = random_batch(0.5), y(k);
+    Buffer<uint8_t> mask = make_mask(k);
+    y.buf.fill(std::numeric_limits<float>::quiet_NaN());
+    mask.fill(0xA5);
+    std::map<std::string, halide_buffer_t*> args = {{"shift", shift}, {"offset", offset}, {"scale", scale},
+                                                    {"beta", beta},   {"x", x.buf},       {"y", y.buf}};
+    if (fusion != Fusion::none) args["mask"] = mask;
+    if (fusion == Fusion::add_relu) args["addend"] = addend.buf;
+    ASSERT_NO_FATAL_FAILURE(run(kernel, args));
+
+    for_each_element([&](int s, int c, int n) {
+        double pre = (static_cast<double>(x(s, c, n)) - shift(c) - offset(c)) * scale(c) + beta(c);
+        if (fusion == Fusion::add_relu) pre += addend(s, c, n);
+        const double ref = fusion == Fusion::none ? pre : std::max(pre, 0.0);
+        ASSERT_NEAR(y(s, c, n), ref, 1e-6 * (1 + std::abs(pre))) << "(s, c, n) = " << s << ", " << c << ", " << n;
+        // A bit is set exactly where the stored output is positive (y = relu(pre)).
+        if (fusion != Fusion::none) {
+            ASSERT_EQ(mask_bit(mask, k, s, c, n), y(s, c, n) > 0) << s << ", " << c << ", " << n;
         }
+    });
+    if (fusion != Fusion::none && k.n % 8) {  // the last byte's bits past the batch are clear
+        for (int c = 0; c < k.c; c++)
+            for (int s = 0; s < k.s; s++) ASSERT_EQ(mask_byte(mask, k, s, c, k.n - 1) >> (k.n % 8), 0);
     }
 }
 
@@ -228,12 +255,12 @@ TEST_P(GpuSchedule, BackwardReduceMatchesFloat64) {
         const std::vector<double> centre = as_vector(shift);
         Batch x = random_batch(1.0, &centre), dy = random_batch(1.0);
         Buffer<uint8_t> mask = random_mask();
-        Buffer<double> sum_dy(k.c), sum_dy_xmu(k.c);
-        sum_dy.fill(std::numeric_limits<double>::quiet_NaN());
-        sum_dy_xmu.fill(std::numeric_limits<double>::quiet_NaN());
-        std::map<std::string, halide_buffer_t*> args = {{"shift", shift}, {"offset", offset},
-                                                        {"x", x.buf},     {"dy", dy.buf},
-                                                        {"sum_dy", sum_dy}, {"sum_dy_xmu", sum_dy_xmu}};
+        Buffer<double> sums(k.c, bnforge::abi::kSumRows);
+        sums.fill(std::numeric_limits<double>::quiet_NaN());
+        auto sum_dy = [&](int c) { return sums(c, bnforge::abi::kSumDy); };
+        auto sum_dy_xmu = [&](int c) { return sums(c, bnforge::abi::kSumDyXmu); };
+        std::map<std::string, halide_buffer_t*> args = {{"shift", shift}, {"offset", offset}, {"x", x.buf},
+                                                        {"dy", dy.buf},   {"sums", sums}};
         if (masked) args["mask"] = mask;
         ASSERT_NO_FATAL_FAILURE(run(kernel(Pipeline::backward_reduce, masked ? Fusion::masked : Fusion::none), args));
 

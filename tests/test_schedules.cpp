@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <limits>
 
 #include "bnk_test_saved_stats_nchw.h"
 #include "check.h"
@@ -111,9 +112,15 @@ TEST(SavedSchedule, FatStatsKernelFromASavedScheduleMatchesTheReference) {
         const Tensor xt = tensor_from(x, shape);
         detail::BatchView view;
         detail::make_batch_view(view, xt, Layout::NCHW, "x");
-        std::vector<double> mean(sh.c), m2(sh.c);
-        detail::ChannelBuffer mean_b(mean.data(), sh.c), m2_b(m2.data(), sh.c);
-        detail::invoke(kernel, {{"x", &view.buf}, {"mean", &mean_b.buf}, {"m2", &m2_b.buf}});
+        // moments (c, row): count, mean, M2 (kernel_abi.h)
+        std::vector<double> rows(bnforge::abi::kMomentRows * sh.c, std::numeric_limits<double>::quiet_NaN());
+        halide_dimension_t dims[2] = {{0, static_cast<int32_t>(sh.c), 1, 0},
+                                      {0, bnforge::abi::kMomentRows, static_cast<int32_t>(sh.c), 0}};
+        halide_buffer_t moments;
+        detail::init_buffer(moments, rows.data(), Device::cpu(), {halide_type_float, 64, 1}, 2, dims);
+        detail::invoke(kernel, {{"x", &view.buf}, {"moments", &moments}});
+        const std::vector<double> mean(rows.begin() + bnforge::abi::kMomentMean * sh.c, rows.begin() + (bnforge::abi::kMomentMean + 1) * sh.c),
+            m2(rows.begin() + bnforge::abi::kMomentM2 * sh.c, rows.begin() + (bnforge::abi::kMomentM2 + 1) * sh.c);
         const auto expect = ref::forward(x, sh, std::vector<double>(sh.c, 1), std::vector<double>(sh.c, 0), true, {},
                                          {}, 1e-5);
         std::vector<double> var(sh.c);

@@ -210,6 +210,36 @@ TEST(SyncBatchNorm, EmptyBatchOnOneRankCumulativeAverage) {
                                {BatchNormOptions::pytorch(4).momentum(std::nullopt), 4, 3, 3, 4}, 303);
 }
 
+// On device tensors (OpenCL on PoCL) over MPI: the ranks' moments are merged,
+// and the running statistics and gradients updated, by kernels on the device.
+// MPI carries host memory, so a step stages exactly the moments (forward) and
+// the sums (backward) through the host, one copy each way each, and nothing
+// else; with NCCL they stay in device memory (NcclProcessGroup.*, on a GPU).
+TEST(SyncBatchNorm, DeviceTensorsOverMpiStageOnlyTheStatistics) {
+    if (kernel_schedules(Device::opencl()).empty()) GTEST_SKIP() << "no OpenCL kernels in this build";
+    const Case c{BatchNormOptions::pytorch(6), 6, 5, 7, 3, Device::opencl()};
+    expect_matches_whole_batch(world(), world_split({4, 4}, {3, 3, 3}), c, 505);
+
+    SyncBatchNorm sync(BatchNormOptions(c.options).device(c.device), world());
+    std::mt19937 rng(7);
+    const auto shape = shape_of(c, 4);
+    const Tensor x = testutil::tensor_from(testutil::random_batch(rng, testutil::ref_shape(shape)), shape).to(c.device);
+    const Tensor dy = testutil::tensor_from(testutil::random_batch(rng, testutil::ref_shape(shape)), shape).to(c.device);
+    sync.forward(x);
+    sync.backward(dy);
+    const DeviceTraffic before = device_traffic();
+    const int steps = 2;
+    for (int i = 0; i < steps; i++) {
+        sync.forward(x);
+        sync.backward(dy);
+    }
+    const DeviceTraffic after = device_traffic();
+    const int64_t staged = world()->size() > 1 ? 2 * steps : 0;  // a group of one exchanges nothing
+    EXPECT_EQ(after.host_to_device - before.host_to_device, staged);
+    EXPECT_EQ(after.device_to_host - before.device_to_host, staged);
+    EXPECT_EQ(sync.num_batches_tracked(), steps + 1);
+}
+
 TEST(SyncBatchNorm, Float16WithoutAffine) {
     expect_matches_whole_batch(world(), world_split({2, 5}, {2, 2, 3}),
                                {BatchNormOptions::pytorch(3).dtype(DType::Float16).affine(false), 3, 4, 4}, 404);

@@ -52,6 +52,22 @@ const std::vector<Family> kFamilies = {
 #undef BNFORGE_FAMILY
 };
 
+// Every manual-schedule kernel library the build made, by pipeline, device,
+// dtype tag, layout and fusion: the names CMake gave them (kernel_registry.inc).
+struct Library {
+    std::string pipeline, device, dtype, layout, fusion, name;
+};
+const std::vector<Library> kLibraries = [] {
+    std::vector<Library> libs;
+#define BNFORGE_KERNEL(pipeline, device, dtype, layout, fusion, schedule, name) \
+    if (std::string(#schedule) == "manual") libs.push_back({#pipeline, #device, #dtype, #layout, #fusion, #name});
+#define BNFORGE_CHANNEL_KERNEL(pipeline, device, variant, schedule, name)
+#include "kernel_registry.inc"
+#undef BNFORGE_CHANNEL_KERNEL
+#undef BNFORGE_KERNEL
+    return libs;
+}();
+
 const std::map<std::string, std::string> kDtypeTags = {{"float32", "f32"}, {"float16", "f16"}, {"bfloat16", "bf16"}};
 // Halide's autoschedulers: those that schedule CPUs, those that schedule GPUs, and all of them.
 const std::vector<std::string> kCpuSchedulers = {"Adams2019", "Mullapudi2016", "Li2018"};
@@ -248,10 +264,13 @@ std::vector<Case> select_cases(const Options& o, const std::string& device) {
         for (const std::string layout : {"nchw", "nhwc"}) {
             if (o.layout != "all" && layout != o.layout) continue;
             if (f.layouts.find(layout) == std::string::npos) continue;  // the build has no such kernel
-            // The AOT library naming of cmake/BnforgeKernels.cmake.
-            const std::string library =
-                "bnk_" + f.pipeline + "_" + device + "_" + kDtypeTags.at(o.dtype) + "_" + layout + "_" + f.fusion;
-            cases.push_back({f, layout, library});
+            // The AOT library CMake built for it, by its registry entry.
+            for (const Library& lib : kLibraries) {
+                if (lib.pipeline == f.pipeline && lib.device == device && lib.dtype == kDtypeTags.at(o.dtype) &&
+                    lib.layout == layout && lib.fusion == f.fusion) {
+                    cases.push_back({f, layout, lib.name});
+                }
+            }
         }
     }
     if (!pipeline_known) usage_error("--pipeline: unknown pipeline '" + o.pipeline + "'");
@@ -297,11 +316,14 @@ Ncs ncs_of(const std::vector<int64_t>& shape) {
 
 // The memory-order extents of a generator argument, by its kind: a batch
 // tensor (3-D, the activation dtype), a ReLU mask (3-D uint8, 8 batch rows
-// a byte) or a per-channel vector (1-D).
+// a byte), per-channel rows (2-D (C, rows): moments or sums, kernel_abi.h) or
+// a per-channel vector (1-D).
 std::vector<int> extents_of(const AbstractGenerator::ArgInfo& a, const Ncs& ncs, const std::string& layout) {
     const bool nchw = layout == "nchw";
     const int d0 = nchw ? ncs.s : ncs.c, d1 = nchw ? ncs.c : ncs.s;
     if (a.dimensions == 1) return {ncs.c};
+    if (a.dimensions == 2 && a.name == bnforge::abi::arg::moments) return {ncs.c, bnforge::abi::kMomentRows};
+    if (a.dimensions == 2 && a.name == bnforge::abi::arg::sums) return {ncs.c, bnforge::abi::kSumRows};
     if (a.dimensions == 3 && a.types.at(0) == UInt(8)) {
         return {d0, d1, (ncs.n + bnforge::abi::kMaskRows - 1) / bnforge::abi::kMaskRows};
     }

@@ -80,17 +80,12 @@ constexpr const char* y = "y";
 constexpr const char* dx = "dx";
 constexpr const char* daddend = "daddend";
 constexpr const char* mask = "mask";
-// bn_stats / bn_train_forward
-constexpr const char* mean = "mean";
-constexpr const char* m2 = "m2";
 // the apply constants: the mean as float32 shift + offset, γ·invstd, β
 constexpr const char* shift = "shift";
 constexpr const char* offset = "offset";
 constexpr const char* scale = "scale";
 constexpr const char* beta = "beta";
 // backward
-constexpr const char* sum_dy = "sum_dy";
-constexpr const char* sum_dy_xmu = "sum_dy_xmu";
 constexpr const char* k_dy = "k_dy";
 constexpr const char* k_xmu = "k_xmu";
 constexpr const char* k_bias = "k_bias";
@@ -106,7 +101,7 @@ constexpr const char* running_var = "running_var";
 constexpr const char* num_batches_tracked = "num_batches_tracked";
 constexpr const char* weight_grad = "weight_grad";
 constexpr const char* bias_grad = "bias_grad";
-// per-channel pipelines
+// per-channel rows (MomentRow / SumRow above) and the per-channel pipelines
 constexpr const char* moments = "moments";
 constexpr const char* gathered = "gathered";
 constexpr const char* sums = "sums";

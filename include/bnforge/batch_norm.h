@@ -102,7 +102,8 @@ private:
     struct Hooks;
     void validate_input(const Tensor& x, const char* arg) const;
     bool uses_batch_statistics() const;
-    void update_running_stats(const functional::Moments& moments);
+    // The running-statistics update of a training forward, by this module's convention.
+    functional::RunningUpdate running_update() const;
 
     BatchNormOptions options_;
     std::string name_;

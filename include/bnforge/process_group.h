@@ -15,6 +15,8 @@
 #endif
 #include <mpi.h>
 
+#include <bnforge/tensor.h>
+
 #include <chrono>
 #include <memory>
 #include <string>
@@ -61,11 +63,20 @@ public:
     // `ranks` get nullptr.
     virtual std::shared_ptr<ProcessGroup> split(const std::vector<int>& ranks) = 0;
 
-    // Collectives on host memory; the backend moves the data where it must.
-    // all_gather: recv[r * count + i] = rank r's send[i].
+    // Collectives on host memory (the small handshakes); the backend moves the
+    // data where it must. all_gather: recv[r * count + i] = rank r's send[i].
     virtual void all_gather(const double* send, double* recv, size_t count) = 0;
     // data[i] = Σ over ranks of data[i].
     virtual void all_reduce_sum(double* data, size_t count) = 0;
+
+    // Collectives on dense float64 tensors, read where they live: NCCL works on
+    // CUDA tensors in place, ordered after the kernels on bnforge's CUDA
+    // stream and before the next ones, with no host synchronisation; MPI (and
+    // anything else) goes through host memory.
+    // all_gather: recv, shaped (size(), send's shape...), = every rank's send in rank order.
+    virtual void all_gather(const Tensor& send, Tensor& recv);
+    // data = Σ over ranks of data, in place.
+    virtual void all_reduce_sum(Tensor& data);
 
 protected:
     ProcessGroup(int rank, int size) : rank_(rank), size_(size) {}

@@ -83,6 +83,16 @@ void* cuda_stream();
 // CUDA devices usable by this process: 0 without a driver or a GPU.
 int cuda_device_count();
 
+// Host↔device traffic since the process started: copies each way, and the
+// host synchronisations that reads back imply (Tensor::to/copy_/item across
+// devices, per-channel host buffers given to a GPU kernel, the handshakes of
+// an NCCL process group). A training step of a module on a GPU makes none
+// after its first call (tests: *NoHostRoundTrip*).
+struct DeviceTraffic {
+    int64_t host_to_device = 0, device_to_host = 0, synchronizations = 0;
+};
+DeviceTraffic device_traffic();
+
 // Host blocks of 1 MiB and more that tensors release are kept, up to this many
 // bytes, and reused for the next tensor of exactly the same size: a training
 // loop then stops paying the page faults of fresh mappings on every step.

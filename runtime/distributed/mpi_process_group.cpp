@@ -101,6 +101,36 @@ MpiProcessGroup& as_mpi(ProcessGroup& group, const char* what) {
 
 ProcessGroup::~ProcessGroup() = default;
 
+namespace {
+
+void check_collective_tensor(const Tensor& t, const char* what) {
+    BNF_CHECK(t.defined() && t.dtype() == DType::Float64 && t.is_contiguous(),
+              "ProcessGroup::" << what << ": expected a dense float64 tensor");
+}
+
+Tensor on_host(const Tensor& t) { return t.device().is_cpu() ? t : t.to(Device::cpu()); }
+
+}  // namespace
+
+void ProcessGroup::all_gather(const Tensor& send, Tensor& recv) {
+    check_collective_tensor(send, "all_gather");
+    check_collective_tensor(recv, "all_gather");
+    BNF_CHECK(recv.numel() == send.numel() * size() && recv.device() == send.device(),
+              "ProcessGroup::all_gather: expected a receive tensor of " << send.numel() * size() << " values on "
+                                                                        << send.device().str());
+    const Tensor host_send = on_host(send);
+    Tensor host_recv = recv.device().is_cpu() ? recv : Tensor::empty(recv.shape(), DType::Float64);
+    all_gather(host_send.data<double>(), host_recv.data<double>(), static_cast<size_t>(send.numel()));
+    if (!recv.device().is_cpu()) recv.copy_(host_recv);
+}
+
+void ProcessGroup::all_reduce_sum(Tensor& data) {
+    check_collective_tensor(data, "all_reduce_sum");
+    Tensor host = on_host(data);
+    all_reduce_sum(host.data<double>(), static_cast<size_t>(data.numel()));
+    if (!data.device().is_cpu()) data.copy_(host);
+}
+
 int ProcessGroup::split_position(const std::vector<int>& ranks) const {
     BNF_CHECK(!ranks.empty(), "ProcessGroup::split: the rank list is empty");
     int position = -1;

@@ -8,7 +8,10 @@
 // caller gets a bnforge::Error instead of a hang.
 #include "mpi_process_group.h"
 
+#include <bnforge/runtime.h>
+
 #include "check.h"
+#include "traffic.h"
 
 #if BNFORGE_WITH_NCCL
 
@@ -120,6 +123,8 @@ public:
         (void)cudaSetDevice(device_);
         if (!aborted_) (void)ncclCommDestroy(comm_);
         if (scratch_) (void)cudaFree(scratch_);
+        if (before_) (void)cudaEventDestroy(before_);
+        if (after_) (void)cudaEventDestroy(after_);
         (void)cudaStreamDestroy(stream_);
     }
 
@@ -153,6 +158,7 @@ public:
             double* gathered = scratch(total);
             // In place: this rank's slice of the result is its send buffer.
             double* mine = gathered + count * static_cast<size_t>(rank());
+            detail::count_host_to_device();
             check_cuda(cudaMemcpyAsync(mine, send, count * sizeof(double), cudaMemcpyHostToDevice, stream_),
                        "cudaMemcpyAsync");
             check_nccl(ncclAllGather(mine, gathered, count, ncclDouble, comm_, stream_), "ncclAllGather", comm_);
@@ -163,6 +169,7 @@ public:
     void all_reduce_sum(double* data, size_t count) override {
         collective("all_reduce_sum", count, [&](Clock::time_point start) {
             double* sums = scratch(count);
+            detail::count_host_to_device();
             check_cuda(cudaMemcpyAsync(sums, data, count * sizeof(double), cudaMemcpyHostToDevice, stream_),
                        "cudaMemcpyAsync");
             check_nccl(ncclAllReduce(sums, sums, count, ncclDouble, ncclSum, comm_, stream_), "ncclAllReduce", comm_);
@@ -170,7 +177,56 @@ public:
         });
     }
 
+    // CUDA tensors in place on the device: stream-ordered after the kernels
+    // that wrote them and before the ones that read the result, without a host
+    // synchronisation. A peer that dies here stalls the device stream, and
+    // the next host collective (SyncBatchNorm's handshake, which waits with
+    // the deadline) reports it.
+    void all_gather(const Tensor& send, Tensor& recv) override {
+        if (!send.device().is_cuda()) return ProcessGroup::all_gather(send, recv);
+        BNF_CHECK(send.dtype() == DType::Float64 && recv.dtype() == DType::Float64 && send.is_contiguous() &&
+                      recv.is_contiguous() && recv.device() == send.device() &&
+                      recv.numel() == send.numel() * size(),
+                  "ProcessGroup(nccl)::all_gather: expected dense float64 CUDA tensors, the receiving one "
+                      << size() << " times the sending one");
+        const auto count = static_cast<size_t>(send.numel());
+        collective("all_gather", count, [&](Clock::time_point) {
+            ordered_on_device([&] {
+                check_nccl(ncclAllGather(send.raw_data(), recv.raw_data(), count, ncclDouble, comm_, stream_),
+                           "ncclAllGather", comm_);
+            });
+        });
+    }
+
+    void all_reduce_sum(Tensor& data) override {
+        if (!data.device().is_cuda()) return ProcessGroup::all_reduce_sum(data);
+        BNF_CHECK(data.dtype() == DType::Float64 && data.is_contiguous(),
+                  "ProcessGroup(nccl)::all_reduce_sum: expected a dense float64 tensor");
+        const auto count = static_cast<size_t>(data.numel());
+        collective("all_reduce_sum", count, [&](Clock::time_point) {
+            ordered_on_device([&] {
+                check_nccl(ncclAllReduce(data.raw_data(), data.raw_data(), count, ncclDouble, ncclSum, comm_, stream_),
+                           "ncclAllReduce", comm_);
+            });
+        });
+    }
+
 private:
+    // Runs `enqueue` on the group's stream between the kernels' stream
+    // (bnforge::cuda_stream()) and itself, through events: the collective
+    // starts after the work already queued there and the next kernel waits for it.
+    template <typename Enqueue>
+    void ordered_on_device(Enqueue&& enqueue) {
+        auto kernels = static_cast<cudaStream_t>(cuda_stream());
+        if (!before_) check_cuda(cudaEventCreateWithFlags(&before_, cudaEventDisableTiming), "cudaEventCreate");
+        if (!after_) check_cuda(cudaEventCreateWithFlags(&after_, cudaEventDisableTiming), "cudaEventCreate");
+        check_cuda(cudaEventRecord(before_, kernels), "cudaEventRecord");
+        check_cuda(cudaStreamWaitEvent(stream_, before_, 0), "cudaStreamWaitEvent");
+        enqueue();
+        check_cuda(cudaEventRecord(after_, stream_), "cudaEventRecord");
+        check_cuda(cudaStreamWaitEvent(kernels, after_, 0), "cudaStreamWaitEvent");
+    }
+
     void require_live(const char* op) const {
         BNF_CHECK(!aborted_, "ProcessGroup(nccl)::" << op << ": the communicator was aborted by an earlier failure (rank "
                                                     << rank() << " of " << size() << "); create a new group");
@@ -217,6 +273,7 @@ private:
     // write the caller's buffer after the caller was told the call failed.
     void finish(Clock::time_point start, double* host, const double* device, size_t count) {
         wait(start);
+        detail::count_device_to_host();
         check_cuda(cudaMemcpyAsync(host, device, count * sizeof(double), cudaMemcpyDeviceToHost, stream_),
                    "cudaMemcpyAsync");
         check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
@@ -257,6 +314,7 @@ private:
     std::chrono::milliseconds timeout_;
     cudaStream_t stream_ = nullptr;
     double* scratch_ = nullptr;  // device copy of the host arrays, grown as needed
+    cudaEvent_t before_ = nullptr, after_ = nullptr;  // ordering with the kernels' stream
     size_t scratch_count_ = 0;
     bool aborted_ = false;  // comm_ is gone: ncclCommAbort frees it
 };

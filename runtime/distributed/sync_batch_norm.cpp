@@ -57,51 +57,33 @@ Moments SyncBatchNorm::exchange_moments(const Moments* local) {
                          << static_cast<int64_t>(field(r, kChannels)));
     }
 
-    // Every rank merges the same values in rank order: identical statistics
-    // on every rank, to the bit.
-    const size_t channels = static_cast<size_t>(options().num_features());
-    std::vector<double> send(2 * channels), gathered(2 * channels * size);
-    std::copy(local->mean.begin(), local->mean.end(), send.begin());
-    std::copy(local->m2.begin(), local->m2.end(), send.begin() + channels);
-    group_->all_gather(send.data(), gathered.data(), send.size());
-
-    Moments global;
-    for (int r = 0; r < size; r++) {
-        Moments part;
-        part.count = static_cast<int64_t>(field(r, kCount));
-        const double* p = gathered.data() + 2 * channels * r;
-        part.mean.assign(p, p + channels);
-        part.m2.assign(p + channels, p + 2 * channels);
-        global.merge(part);
-    }
-    if (global.count == 0) {  // every rank's batch is empty
-        global.mean.assign(channels, 0.0);
-        global.m2.assign(channels, 0.0);
-    }
-    return global;
+    // The (count, mean, M2) rows travel where they are (device memory with
+    // NCCL) and every rank merges the same values in rank order, on that
+    // device: identical statistics on every rank, to the bit. The global
+    // count is the handshake's.
+    const int64_t channels = options().num_features();
+    const Device device = local->rows.device();
+    Tensor gathered = Tensor::empty({size, local->rows.shape()[0], channels}, DType::Float64, device);
+    group_->all_gather(local->rows, gathered);
+    int64_t count = 0;
+    for (int r = 0; r < size; r++) count += static_cast<int64_t>(field(r, kCount));
+    return functional::merge_gathered(gathered, count);
 }
 
 void SyncBatchNorm::reduce_backward_sums(BackwardSums& sums) { exchange_backward_sums(&sums); }
 void SyncBatchNorm::abandon_backward_exchange() { exchange_backward_sums(nullptr); }
 
-// One all-reduce of [rejections, Σdy (C), Σdy·(x − mean) (C)]: the count of
-// ranks that rejected their arguments rides along with the sums.
+// First the count of ranks that rejected their arguments, on the host (the
+// backward's one small host read), so that no rank is left waiting in the
+// all-reduce of the sums; then the sums themselves, where they are.
 void SyncBatchNorm::exchange_backward_sums(BackwardSums* sums) {
-    const size_t channels = static_cast<size_t>(options().num_features());
-    std::vector<double> buffer(1 + 2 * channels, 0.0);
-    if (sums) {
-        std::copy(sums->sum_dy.begin(), sums->sum_dy.end(), buffer.begin() + 1);
-        std::copy(sums->sum_dy_xmu.begin(), sums->sum_dy_xmu.end(), buffer.begin() + 1 + channels);
-    } else {
-        buffer[0] = 1;
-    }
-    group_->all_reduce_sum(buffer.data(), buffer.size());
+    double rejected = sums ? 0.0 : 1.0;
+    group_->all_reduce_sum(&rejected, 1);
     if (!sums) return;
-    BNF_CHECK(buffer[0] == 0, name() << ": " << static_cast<int64_t>(buffer[0]) << " rank(s) of the process group (size "
-                                     << group_->size() << ") rejected their backward arguments; "
-                                     << "no gradients were computed (the error is on those ranks)");
-    std::copy(buffer.begin() + 1, buffer.begin() + 1 + channels, sums->sum_dy.begin());
-    std::copy(buffer.begin() + 1 + channels, buffer.end(), sums->sum_dy_xmu.begin());
+    BNF_CHECK(rejected == 0, name() << ": " << static_cast<int64_t>(rejected) << " rank(s) of the process group (size "
+                                    << group_->size() << ") rejected their backward arguments; "
+                                    << "no gradients were computed (the error is on those ranks)");
+    group_->all_reduce_sum(sums->sums);
 }
 
 }  // namespace bnforge

@@ -18,83 +18,82 @@ inline void apply_schedule_bnk_test_saved_stats_nchw(
     using ::Halide::RVar;
     using ::Halide::TailStrategy;
     using ::Halide::Var;
-    Func m2_1 = pipeline.get_func(8);
-    Func mean_1 = pipeline.get_func(7);
+    Func moments_1 = pipeline.get_func(7);
     Func channel_sums_3 = pipeline.get_func(6);
     Func tail_sums_1 = pipeline.get_func(5);
     Func chunk_sums_1 = pipeline.get_func(4);
     Func terms_1 = pipeline.get_func(3);
     Func shift_2 = pipeline.get_func(2);
     Func xf_1 = pipeline.get_func(1);
-    Var c(m2_1.get_schedule().dims()[0].var);
+    Var c(moments_1.get_schedule().dims()[0].var);
     Var ci("ci");
     Var cii("cii");
+    Var g(tail_sums_1.get_schedule().dims()[2].var);
+    Var gi("gi");
     Var k(tail_sums_1.get_schedule().dims()[0].var);
-    Var n(tail_sums_1.get_schedule().dims()[2].var);
-    Var ni("ni");
+    Var row(moments_1.get_schedule().dims()[1].var);
     RVar chunk_sums_r_x(chunk_sums_1.update(0).get_schedule().dims()[0].var);
-    RVar kn_x(channel_sums_3.update(0).get_schedule().dims()[0].var);
-    RVar kn_y(channel_sums_3.update(0).get_schedule().dims()[1].var);
+    RVar kg_x(channel_sums_3.update(0).get_schedule().dims()[0].var);
+    RVar kg_y(channel_sums_3.update(0).get_schedule().dims()[1].var);
     RVar tail_sums_r_x(tail_sums_1.update(0).get_schedule().dims()[0].var);
-    RVar tn_x(channel_sums_3.update(1).get_schedule().dims()[0].var);
-    m2_1
+    RVar tg_x(channel_sums_3.update(1).get_schedule().dims()[0].var);
+    moments_1
         .split(c, c, ci, 32, TailStrategy::ShiftInwards)
         .split(ci, ci, cii, 16, TailStrategy::ShiftInwards)
         .unroll(ci)
+        .unroll(row)
         .vectorize(cii)
         .compute_root()
-        .reorder({cii, ci, c})
-        .parallel(c);
-    mean_1
-        .split(c, c, ci, 32, TailStrategy::ShiftInwards)
-        .split(ci, ci, cii, 16, TailStrategy::ShiftInwards)
-        .unroll(ci)
-        .vectorize(cii)
-        .compute_root()
-        .reorder({cii, ci, c})
+        .reorder({cii, ci, row, c})
         .parallel(c);
     channel_sums_3
-        .split(c, c, ci, 16, TailStrategy::RoundUp)
-        .vectorize(ci)
+        .split(c, c, ci, 32, TailStrategy::RoundUp)
+        .split(ci, ci, cii, 16, TailStrategy::RoundUp)
+        .unroll(ci)
+        .vectorize(cii)
         .compute_root()
-        .reorder({ci, c})
+        .reorder({cii, ci, c})
         .parallel(c);
     channel_sums_3.update(0)
-        .split(c, c, ci, 16, TailStrategy::RoundUp)
-        .vectorize(ci)
-        .reorder({ci, kn_x, kn_y, c})
+        .split(c, c, ci, 32, TailStrategy::RoundUp)
+        .split(ci, ci, cii, 16, TailStrategy::GuardWithIf)
+        .unroll(ci)
+        .vectorize(cii)
+        .reorder({cii, ci, kg_x, kg_y, c})
         .parallel(c);
     channel_sums_3.update(1)
-        .split(c, c, ci, 16, TailStrategy::GuardWithIf)
-        .vectorize(ci)
-        .reorder({ci, tn_x, c})
+        .split(c, c, ci, 32, TailStrategy::GuardWithIf)
+        .split(ci, ci, cii, 16, TailStrategy::GuardWithIf)
+        .vectorize(cii)
+        .reorder({cii, tg_x, ci, c})
         .parallel(c);
     tail_sums_1
+        .store_in(MemoryType::Stack)
         .split(c, c, ci, 16, TailStrategy::RoundUp)
         .vectorize(ci)
-        .compute_at(channel_sums_3, c)
-        .reorder({ci, c, k, n})
-        .reorder_storage(c, k, n);
+        .compute_at(channel_sums_3, tg_x)
+        .reorder({ci, c, k, g})
+        .reorder_storage(c, k, g);
     tail_sums_1.update(0)
         .split(c, c, ci, 16, TailStrategy::GuardWithIf)
         .vectorize(ci)
-        .reorder({ci, tail_sums_r_x, c, k, n});
+        .reorder({ci, c, k, g, tail_sums_r_x});
     chunk_sums_1
-        .split(c, c, ci, 32, TailStrategy::RoundUp)
-        .split(n, n, ni, 16, TailStrategy::RoundUp)
-        .vectorize(ni)
+        .split(g, g, gi, 16, TailStrategy::RoundUp)
+        .split(c, c, ci, 4, TailStrategy::RoundUp)
+        .vectorize(gi)
         .compute_root()
-        .reorder({ni, n, ci, k, c})
-        .fuse(k, c, k)
-        .parallel(k)
-        .reorder_storage(n, k, c);
+        .reorder({gi, k, ci, g, c})
+        .fuse(g, c, g)
+        .parallel(g)
+        .reorder_storage(g, k, c);
     chunk_sums_1.update(0)
-        .split(c, c, ci, 32, TailStrategy::GuardWithIf)
-        .split(n, n, ni, 16, TailStrategy::GuardWithIf)
-        .vectorize(ni)
-        .reorder({ni, chunk_sums_r_x, n, ci, k, c})
-        .fuse(k, c, k)
-        .parallel(k);
+        .split(g, g, gi, 16, TailStrategy::GuardWithIf)
+        .split(c, c, ci, 4, TailStrategy::GuardWithIf)
+        .vectorize(gi)
+        .reorder({gi, chunk_sums_r_x, k, ci, g, c})
+        .fuse(g, c, g)
+        .parallel(g);
     shift_2
         .split(c, c, ci, 16, TailStrategy::ShiftInwards)
         .vectorize(ci)

@@ -1,0 +1,31 @@
+#include "halide_hooks.h"
+
+#include "kernels.h"
+
+#include <HalideRuntime.h>
+#include <HalideRuntimeCuda.h>
+
+#include <mutex>
+
+namespace bnforge::detail {
+
+void halide_error_to_context(void* user_context, const char* message) {
+    if (user_context) static_cast<CallContext*>(user_context)->error += message;
+}
+
+void install_halide_hooks() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        read_cpu_level_cap_from_environment();
+        halide_set_error_handler(&halide_error_to_context);
+        halide_set_custom_can_use_target_features(&cpu_can_use_target_features);
+        halide_set_cuda_acquire_context(&cuda_acquire_context);
+        halide_set_cuda_release_context(&cuda_release_context);
+        halide_set_cuda_get_stream(&cuda_get_stream);
+        // Tensors and the kernels' intermediate device buffers come back to
+        // Halide's pool and are reused: after the first step, no device malloc.
+        halide_reuse_device_allocations(nullptr, true);
+    });
+}
+
+}  // namespace bnforge::detail
