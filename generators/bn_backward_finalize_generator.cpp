@@ -70,15 +70,7 @@ public:
         }
     }
 
-    // All outputs in one kernel: one thread per channel.
-    void schedule_gpu() {
-        std::vector<Func> outs = outputs();
-        Var co("co"), ci("ci");
-        for (size_t i = 0; i < outs.size(); i++) {
-            outs[i].gpu_tile(c, co, ci, kGpuWarp, TailStrategy::GuardWithIf);
-            if (i > 0) outs[i].compute_with(outs[0], ci);
-        }
-    }
+    void schedule_gpu() { schedule_channel_outputs_gpu(outputs(), c); }
 
     void schedule_cpu() {
         for (Func f : outputs()) schedule_channel_outputs_cpu(f, natural_vector_size<float>());

@@ -124,14 +124,8 @@ public:
         set_channel_estimates(*saved_invstd);
     }
 
-    // All per-channel outputs in one kernel: one thread per channel.
     void schedule_gpu() {
-        std::vector<Func> outs = channel_output_funcs();
-        Var co("co"), ci("ci");
-        for (size_t i = 0; i < outs.size(); i++) {
-            outs[i].gpu_tile(c, co, ci, kGpuWarp, TailStrategy::GuardWithIf);
-            if (i > 0) outs[i].compute_with(outs[0], ci);
-        }
+        schedule_channel_outputs_gpu(channel_output_funcs(), c);
         if (num_batches_tracked) {
             schedule_scalar_gpu(next_count);
             schedule_scalar_gpu(*num_batches_tracked_out);

@@ -10,6 +10,15 @@ void schedule_channels_gpu(Func f, const Var& c) {
     }
 }
 
+void schedule_channel_outputs_gpu(const std::vector<Func>& outputs, const Var& c) {
+    Var co("co"), ci("ci");
+    for (size_t i = 0; i < outputs.size(); i++) {
+        Func f = outputs[i];
+        f.gpu_tile(c, co, ci, kGpuWarp, TailStrategy::GuardWithIf);
+        if (i > 0) f.compute_with(outputs[0], ci);
+    }
+}
+
 void schedule_channel_rows_gpu(Func f, const Var& c, const Var& row) {
     Var co("co"), ci("ci");
     f.compute_root().reorder(row, c).unroll(row).gpu_tile(c, co, ci, kGpuWarp, TailStrategy::GuardWithIf);

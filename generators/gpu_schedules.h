@@ -4,6 +4,8 @@
 
 #include "channel_sums.h"
 
+#include <vector>
+
 namespace bnforge_gen {
 
 // One thread per channel, a warp of channels per block: per-channel outputs,
@@ -11,6 +13,9 @@ namespace bnforge_gen {
 // (a counter) runs on one GPU thread.
 void schedule_channels_gpu(Func f, const Var& c);
 void schedule_scalar_gpu(Func f);
+// Several per-channel outputs over the same c in one kernel: a thread per
+// channel computes all of them (compute_with the first), one launch instead of one each.
+void schedule_channel_outputs_gpu(const std::vector<Func>& outputs, const Var& c);
 // A per-channel rows output (c, row) with a bounded row: a thread per channel
 // writes its rows.
 void schedule_channel_rows_gpu(Func f, const Var& c, const Var& row);

@@ -48,30 +48,43 @@ Tensor filled(std::vector<int64_t> shape, DType dtype, double value, Device devi
 }
 
 // A per-channel parameter or statistic as the kernels take it: C float32
-// values, dense, on `device`. The modules' own tensors are already so (no
-// copy); anything else is converted once, and an undefined tensor is `fill`.
-Tensor kernel_channel_tensor(const Tensor& t, int64_t channels, double fill, Device device, const char* arg) {
-    if (!t.defined()) return filled({channels}, DType::Float32, fill, device);
+// values, dense, on `device`. The modules' own tensors are already so and are
+// used as they are (not even the handle is copied: this is every call's fixed
+// cost); anything else is converted once into `scratch`, and an undefined
+// tensor is `fill`. Returns the tensor to pass.
+const Tensor& kernel_channel(const Tensor& t, int64_t channels, double fill, Device device, const char* arg,
+                             Tensor& scratch) {
+    if (!t.defined()) {
+        scratch = filled({channels}, DType::Float32, fill, device);
+        return scratch;
+    }
     BNF_CHECK(t.numel() == channels, arg << ": expected " << channels << " values (one per channel), got shape "
                                          << detail::format_shape(t.shape()));
     BNF_CHECK(t.dtype() == DType::Float32 || t.dtype() == DType::Float16 || t.dtype() == DType::BFloat16,
               arg << ": expected a float tensor, got " << to_string(t.dtype()));
     if (t.dtype() == DType::Float32 && t.is_contiguous() && t.device() == device) return t;
-    Tensor out = Tensor::empty(t.shape(), DType::Float32, device);
-    out.copy_(t.device() == device ? t : t.to(device));
-    return out;
+    scratch = Tensor::empty(t.shape(), DType::Float32, device);
+    scratch.copy_(t.device() == device ? t : t.to(device));
+    return scratch;
 }
 
-// γ and β for the kernels: both undefined is affine=False (no tensors); one
-// of them undefined reads as ones / zeros.
+// γ and β for the kernels: both undefined is affine=False (none); one of
+// them undefined reads as ones / zeros.
 struct Affine {
-    Tensor weight, bias;
+    const Tensor* weight = nullptr;
+    const Tensor* bias = nullptr;
+    Tensor weight_scratch, bias_scratch;
+    Affine(const Tensor& w, const Tensor& b, int64_t channels, Device device) {
+        if (!w.defined() && !b.defined()) return;
+        weight = &kernel_channel(w, channels, 1.0, device, "weight", weight_scratch);
+        bias = &kernel_channel(b, channels, 0.0, device, "bias", bias_scratch);
+    }
+    Affine(const Affine&) = delete;
+    void set(detail::ForwardFinalizeArgs& args) const {
+        args.weight = weight;
+        args.bias = bias;
+    }
 };
-Affine affine_params(const Tensor& weight, const Tensor& bias, int64_t channels, Device device) {
-    if (!weight.defined() && !bias.defined()) return {};
-    return {kernel_channel_tensor(weight, channels, 1.0, device, "weight"),
-            kernel_channel_tensor(bias, channels, 0.0, device, "bias")};
-}
 
 // C zero moments or sums: an empty batch, which no kernel reduces.
 Tensor zero_rows(int64_t rows, int64_t channels, Device device) {
@@ -88,21 +101,28 @@ std::vector<double> host_row(const Tensor& rows, int row) {
 }
 
 // y and the saved context from a forward's per-channel constants.
-ForwardResult apply_constants(const Tensor& x, const detail::ApplyConstants& k, Activation activation,
+ForwardResult apply_constants(const Tensor& x, detail::ApplyConstants&& k, Activation activation,
                               const Tensor* addend, bool batch_statistics, int64_t count) {
     ForwardResult r;
     SavedContext& s = r.saved;
     s.x = x;
-    s.mean = k.saved_mean;
-    s.invstd = k.saved_invstd;
-    s.shift = k.shift;
-    s.offset = k.offset;
     s.count = count;
     s.batch_statistics = batch_statistics;
     s.activation = activation;
     s.has_addend = addend != nullptr;
+    // What backward needs, kept once the apply pass has read the constants
+    // (an empty batch too: its backward still runs the per-channel step).
+    auto keep = [&s](detail::ApplyConstants& c) {
+        s.mean = std::move(c.saved_mean);
+        s.invstd = std::move(c.saved_invstd);
+        s.shift = std::move(c.shift);
+        s.offset = std::move(c.offset);
+    };
     r.y = Tensor::empty(x.shape(), x.dtype(), x.device(), x.layout());
-    if (x.numel() == 0) return r;
+    if (x.numel() == 0) {
+        keep(k);
+        return r;
+    }
 
     const Layout kl = detail::kernel_layout_for(x, "x");
     BatchView xv, yv, av;
@@ -111,6 +131,7 @@ ForwardResult apply_constants(const Tensor& x, const detail::ApplyConstants& k, 
     if (addend) detail::make_batch_view(av, *addend, kl, "addend");
     if (activation == Activation::Relu) s.mask = detail::empty_mask_for(xv, x.device());
     detail::call_apply(xv, addend ? &av : nullptr, k, yv, s.mask.defined() ? &s.mask : nullptr);
+    keep(k);
     return r;
 }
 
@@ -198,17 +219,16 @@ ForwardResult normalize_with_batch_stats(const Tensor& x, const Moments& moments
     const std::vector<int64_t> moments_shape = {detail::kMomentRows, channels};
     BNF_CHECK(!moments.rows.defined() || (moments.rows.shape() == moments_shape && moments.rows.device() == x.device()),
               "normalize_with_batch_stats: expected moments of " << channels << " channels on " << x.device().str());
-    const Affine a = affine_params(weight, bias, channels, x.device());
-    Moments m = moments;
-    if (!m.rows.defined()) m.rows = zero_rows(detail::kMomentRows, channels, x.device());
+    const Affine a(weight, bias, channels, x.device());
+    Moments empty;
+    if (!moments.rows.defined()) empty.rows = zero_rows(detail::kMomentRows, channels, x.device());
     detail::ForwardFinalizeArgs args;
-    args.moments = &m;
+    args.moments = moments.rows.defined() ? &moments : &empty;
     args.update = update;
-    args.weight = a.weight;
-    args.bias = a.bias;
+    a.set(args);
     args.eps = eps;
-    const detail::ApplyConstants k = detail::call_forward_finalize(args, channels, x.device());
-    return apply_constants(x, k, activation, addend, true, moments.count);
+    return apply_constants(x, detail::call_forward_finalize(args, channels, x.device()), activation, addend, true,
+                           moments.count);
 }
 
 ForwardResult normalize_with_running_stats(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
@@ -217,15 +237,15 @@ ForwardResult normalize_with_running_stats(const Tensor& x, const Tensor& runnin
     check_batch_tensor(x, "x");
     check_addend(addend, activation, x);
     const int64_t channels = x.shape()[1];
-    const Affine a = affine_params(weight, bias, channels, x.device());
+    const Affine a(weight, bias, channels, x.device());
+    Tensor rm_scratch, rv_scratch;
     detail::ForwardFinalizeArgs args;
-    args.running_mean = kernel_channel_tensor(running_mean, channels, 0.0, x.device(), "running_mean");
-    args.running_var = kernel_channel_tensor(running_var, channels, 1.0, x.device(), "running_var");
-    args.weight = a.weight;
-    args.bias = a.bias;
+    args.running_mean = &kernel_channel(running_mean, channels, 0.0, x.device(), "running_mean", rm_scratch);
+    args.running_var = &kernel_channel(running_var, channels, 1.0, x.device(), "running_var", rv_scratch);
+    a.set(args);
     args.eps = eps;
-    const detail::ApplyConstants k = detail::call_forward_finalize(args, channels, x.device());
-    return apply_constants(x, k, activation, addend, false, per_channel_count(x));
+    return apply_constants(x, detail::call_forward_finalize(args, channels, x.device()), activation, addend, false,
+                           per_channel_count(x));
 }
 
 BackwardSums backward_sums(const Tensor& dy, const SavedContext& saved) {
@@ -256,8 +276,11 @@ InputGrads backward_input(const Tensor& dy, const SavedContext& saved, const Ten
     BNF_CHECK(sums.sums.defined() && sums.sums.shape() == sums_shape,
               "backward_input: expected sums of " << channels << " channels");
     const bool accumulates = grads && grads->weight_grad.defined();
-    const Tensor w = weight.defined() || accumulates ? kernel_channel_tensor(weight, channels, 1.0, x.device(), "weight")
-                                                     : Tensor();
+    static const Tensor none;
+    Tensor w_scratch;
+    const Tensor& w = weight.defined() || accumulates
+                          ? kernel_channel(weight, channels, 1.0, x.device(), "weight", w_scratch)
+                          : none;
     const detail::GradCoefficients k = detail::call_backward_finalize(saved, w, sums.sums, grads);
 
     InputGrads g;
@@ -291,9 +314,9 @@ std::optional<BatchNormForward> train_forward_one_pass(const Tensor& x, double e
     detail::make_batch_view(xv, x, kl, "x");
     if (!detail::one_pass_fits(xv, 1)) return std::nullopt;
 
-    const Affine a = affine_params(weight, bias, channels, x.device());
-    const Tensor w = a.weight.defined() ? a.weight : filled({channels}, DType::Float32, 1.0, x.device());
-    const Tensor b = a.bias.defined() ? a.bias : filled({channels}, DType::Float32, 0.0, x.device());
+    const Affine a(weight, bias, channels, x.device());
+    const Tensor w = a.weight ? *a.weight : filled({channels}, DType::Float32, 1.0, x.device());
+    const Tensor b = a.bias ? *a.bias : filled({channels}, DType::Float32, 0.0, x.device());
     BatchNormForward out;
     Moments& m = out.moments.emplace();
     m.count = count;
@@ -309,17 +332,16 @@ std::optional<BatchNormForward> train_forward_one_pass(const Tensor& x, double e
     detail::ForwardFinalizeArgs args;
     args.moments = &m;
     args.update = update;
-    args.weight = a.weight;
-    args.bias = a.bias;
+    a.set(args);
     args.eps = eps;
-    const detail::ApplyConstants k = detail::call_forward_finalize(args, channels, x.device());
+    detail::ApplyConstants k = detail::call_forward_finalize(args, channels, x.device());
     SavedContext& s = out.result.saved;
     s.x = x;
     s.mask = mask;
-    s.mean = k.saved_mean;
-    s.invstd = k.saved_invstd;
-    s.shift = k.shift;
-    s.offset = k.offset;
+    s.mean = std::move(k.saved_mean);
+    s.invstd = std::move(k.saved_invstd);
+    s.shift = std::move(k.shift);
+    s.offset = std::move(k.offset);
     s.count = count;
     s.batch_statistics = true;
     s.activation = activation;
@@ -343,7 +365,8 @@ std::optional<BatchNormBackward> train_backward_one_pass(const Tensor& dy, const
     if (!detail::one_pass_fits(xv, 2)) return std::nullopt;
     detail::make_batch_view(dyv, dy, kl, "dy");
 
-    const Tensor w = kernel_channel_tensor(weight, channels, 1.0, x.device(), "weight");
+    Tensor w_scratch;
+    const Tensor& w = kernel_channel(weight, channels, 1.0, x.device(), "weight", w_scratch);
     BatchNormBackward out;
     out.input.dx = Tensor::empty(x.shape(), x.dtype(), x.device(), x.layout());
     detail::make_batch_view(dxv, out.input.dx, kl, "dx");

@@ -40,8 +40,6 @@ std::vector<KernelEntry> build_table() {
 
 }  // namespace
 
-namespace {
-
 halide_type_t halide_type_of(DType dtype) {
     switch (dtype) {
         case DType::Float32: return {halide_type_float, 32, 1};
@@ -53,6 +51,8 @@ halide_type_t halide_type_of(DType dtype) {
     }
     return {};
 }
+
+namespace {
 
 int32_t checked_int32(int64_t v, const char* arg, const char* what) {
     BNF_CHECK(v >= INT32_MIN && v <= INT32_MAX, arg << ": " << what << " " << v
@@ -205,7 +205,9 @@ void invoke(const KernelEntry& kernel, std::initializer_list<KernelArg> args) {
     const halide_filter_metadata_t* meta = kernel.metadata_fn();
     CallContext context;
     void* user_context = &context;
-    std::vector<void*> argv(meta->num_arguments, nullptr);
+    constexpr int kMaxArguments = 32;  // the widest kernel takes 18
+    BNF_ASSERT(meta->num_arguments <= kMaxArguments, "at most " << kMaxArguments << " kernel arguments");
+    void* argv[kMaxArguments] = {};
     size_t matched = 0, present = 0;
     for (const KernelArg& arg : args) present += (arg.buffer || arg.scalar) ? 1 : 0;
     for (int i = 0; i < meta->num_arguments; i++) {
@@ -239,7 +241,7 @@ void invoke(const KernelEntry& kernel, std::initializer_list<KernelArg> args) {
             }
         }
     }
-    int result = kernel.argv_fn(argv.data());
+    int result = kernel.argv_fn(argv);
     if (!device.is_cpu()) {
         // Per-channel host buffers: results back to the host, device copies released.
         for (const KernelArg& arg : args) {

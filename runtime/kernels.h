@@ -67,6 +67,9 @@ void make_batch_view(BatchView& view, const Tensor& x, Layout kernel_layout, con
 constexpr int64_t kMaskBatchRows = abi::kMaskRows;
 Tensor empty_mask_for(const BatchView& view, Device device);
 
+// The Halide element type of a dtype.
+halide_type_t halide_type_of(DType dtype);
+
 // A Halide buffer over a tensor's memory: host memory, or a device tensor's
 // allocation on its device's interface, which the kernels use in place.
 void init_buffer(halide_buffer_t& buf, void* data, Device device, halide_type_t type, int dims,

@@ -12,17 +12,6 @@ using functional::SavedContext;
 
 namespace {
 
-halide_type_t halide_type_of_channel(DType dtype) {
-    switch (dtype) {
-        case DType::Float32: return {halide_type_float, 32, 1};
-        case DType::Float64: return {halide_type_float, 64, 1};
-        case DType::Int64: return {halide_type_int, 64, 1};
-        default: break;
-    }
-    BNF_ASSERT(false, "a per-channel tensor of dtype " << to_string(dtype));
-    return {};
-}
-
 // A dense per-channel tensor as a kernel buffer: (C) and (1, C, 1, 1) alike as
 // 1-D; (rows, C) as 2-D (c, row); (ranks, rows, C) as 3-D; a scalar as 0-D.
 struct ChannelView {
@@ -41,7 +30,7 @@ struct ChannelView {
                 stride *= extent;
             }
         }
-        init_buffer(buf, t.raw_data(), t.device(), halide_type_of_channel(t.dtype()), dimensions, dims);
+        init_buffer(buf, t.raw_data(), t.device(), halide_type_of(t.dtype()), dimensions, dims);
         // The CUDA context hooks run the next kernel on the device of its tensors.
         if (t.device().is_cuda()) set_current_cuda_device(t.device().index);
     }
@@ -59,6 +48,10 @@ struct MaskView {
         init_buffer(buf, mask.raw_data(), mask.device(), {halide_type_uint, 8, 1}, 3, dims);
     }
 };
+
+// A batch view as a kernel argument (nullptr: an argument the variant lacks).
+halide_buffer_t* buffer(const BatchView& v) { return const_cast<halide_buffer_t*>(&v.buf); }
+halide_buffer_t* buffer(const BatchView* v) { return v ? buffer(*v) : nullptr; }
 
 Tensor channel_vector(int64_t channels, DType dtype, Device device) { return Tensor::empty({channels}, dtype, device); }
 
@@ -89,11 +82,11 @@ Tensor channel_rows(int64_t rows, int64_t channels, Device device) {
 void call_stats(const BatchView& x, const Tensor& moments) {
     ChannelView m(moments, 2);
     invoke(find_kernel(Pipeline::stats, moments.device(), x.dtype, x.kernel_layout, Fusion::none),
-           {{arg::x, const_cast<halide_buffer_t*>(&x.buf)}, {arg::moments, &m.buf}});
+           {{arg::x, buffer(x)}, {arg::moments, &m.buf}});
 }
 
 ApplyConstants call_forward_finalize(const ForwardFinalizeArgs& a, int64_t channels, Device device) {
-    const bool batch = a.moments != nullptr, affine = a.weight.defined();
+    const bool batch = a.moments != nullptr, affine = a.weight != nullptr;
     const functional::RunningUpdate* u = a.update;
     BNF_ASSERT(batch || !u, "a running-statistics update from batch statistics");
     ApplyConstants k;
@@ -106,17 +99,18 @@ ApplyConstants call_forward_finalize(const ForwardFinalizeArgs& a, int64_t chann
 
     std::optional<ChannelView> moments, rm, rv, nbt, w, b;
     if (batch) moments.emplace(a.moments->rows, 2);
-    const Tensor& running_mean = u ? u->running_mean : a.running_mean;
-    const Tensor& running_var = u ? u->running_var : a.running_var;
-    if (!batch || u) {
-        rm.emplace(running_mean, 1);
-        rv.emplace(running_var, 1);
+    if (u) {
+        rm.emplace(u->running_mean, 1);
+        rv.emplace(u->running_var, 1);
+    } else if (!batch) {
+        rm.emplace(*a.running_mean, 1);
+        rv.emplace(*a.running_var, 1);
     }
     const bool counted = u && u->num_batches_tracked.defined();
     if (counted) nbt.emplace(u->num_batches_tracked, 0);
     if (affine) {
-        w.emplace(a.weight, 1);
-        b.emplace(a.bias, 1);
+        w.emplace(*a.weight, 1);
+        b.emplace(*a.bias, 1);
     }
     ChannelView shift(k.shift, 1), offset(k.offset, 1), scale(k.scale, 1), beta(k.beta, 1), mean(k.saved_mean, 1),
         invstd(k.saved_invstd, 1);
@@ -154,13 +148,13 @@ void call_apply(const BatchView& x, const BatchView* addend, const ApplyConstant
     if (mask) mv.emplace(*mask);
     const Fusion fusion = !mask ? Fusion::none : addend ? Fusion::add_relu : Fusion::relu;
     invoke(find_kernel(Pipeline::apply, k.shift.device(), x.dtype, x.kernel_layout, fusion),
-           {{arg::x, const_cast<halide_buffer_t*>(&x.buf)},
-            {arg::addend, addend ? const_cast<halide_buffer_t*>(&addend->buf) : nullptr},
+           {{arg::x, buffer(x)},
+            {arg::addend, buffer(addend)},
             {arg::shift, &shift.buf},
             {arg::offset, &offset.buf},
             {arg::scale, &scale.buf},
             {arg::beta, &beta.buf},
-            {arg::y, const_cast<halide_buffer_t*>(&y.buf)},
+            {arg::y, buffer(y)},
             {arg::mask, mv ? &mv->buf : nullptr}});
 }
 
@@ -173,12 +167,12 @@ void call_train_forward(const BatchView& x, const BatchView* addend, const Tenso
     eps_value.u.f64 = eps;
     const Fusion fusion = !mask ? Fusion::none : addend ? Fusion::add_relu : Fusion::relu;
     invoke(find_kernel(Pipeline::train_forward, moments.device(), x.dtype, x.kernel_layout, fusion),
-           {{arg::x, const_cast<halide_buffer_t*>(&x.buf)},
-            {arg::addend, addend ? const_cast<halide_buffer_t*>(&addend->buf) : nullptr},
+           {{arg::x, buffer(x)},
+            {arg::addend, buffer(addend)},
             {arg::weight, &w.buf},
             {arg::bias, &b.buf},
             {arg::eps, nullptr, &eps_value},
-            {arg::y, const_cast<halide_buffer_t*>(&y.buf)},
+            {arg::y, buffer(y)},
             {arg::mask, mv ? &mv->buf : nullptr},
             {arg::moments, &m.buf}});
 }
@@ -190,8 +184,8 @@ void call_backward_reduce(const BatchView& x, const BatchView& dy, const Tensor*
     if (mask) mv.emplace(*mask);
     invoke(find_kernel(Pipeline::backward_reduce, sums.device(), x.dtype, x.kernel_layout,
                        mask ? Fusion::masked : Fusion::none),
-           {{arg::x, const_cast<halide_buffer_t*>(&x.buf)},
-            {arg::dy, const_cast<halide_buffer_t*>(&dy.buf)},
+           {{arg::x, buffer(x)},
+            {arg::dy, buffer(dy)},
             {arg::mask, mv ? &mv->buf : nullptr},
             {arg::shift, &shift.buf},
             {arg::offset, &offset.buf},
@@ -248,16 +242,16 @@ void call_backward_apply(const BatchView& x, const BatchView& dy, const Tensor* 
     if (mask) mv.emplace(*mask);
     invoke(find_kernel(Pipeline::backward_apply, k.k_dy.device(), x.dtype, x.kernel_layout,
                        fusion_of(saved.activation, saved.has_addend)),
-           {{arg::x, const_cast<halide_buffer_t*>(&x.buf)},
-            {arg::dy, const_cast<halide_buffer_t*>(&dy.buf)},
+           {{arg::x, buffer(x)},
+            {arg::dy, buffer(dy)},
             {arg::mask, mv ? &mv->buf : nullptr},
             {arg::shift, &shift.buf},
             {arg::offset, &offset.buf},
             {arg::k_dy, &k_dy.buf},
             {arg::k_xmu, &k_xmu.buf},
             {arg::k_bias, &k_bias.buf},
-            {arg::dx, const_cast<halide_buffer_t*>(&dx.buf)},
-            {arg::daddend, daddend ? const_cast<halide_buffer_t*>(&daddend->buf) : nullptr}});
+            {arg::dx, buffer(dx)},
+            {arg::daddend, buffer(daddend)}});
 }
 
 void call_train_backward(const BatchView& x, const BatchView& dy, const Tensor* mask, const SavedContext& saved,
@@ -267,15 +261,15 @@ void call_train_backward(const BatchView& x, const BatchView& dy, const Tensor* 
     if (mask) mv.emplace(*mask);
     invoke(find_kernel(Pipeline::train_backward, sums.device(), x.dtype, x.kernel_layout,
                        fusion_of(saved.activation, saved.has_addend)),
-           {{arg::x, const_cast<halide_buffer_t*>(&x.buf)},
-            {arg::dy, const_cast<halide_buffer_t*>(&dy.buf)},
+           {{arg::x, buffer(x)},
+            {arg::dy, buffer(dy)},
             {arg::mask, mv ? &mv->buf : nullptr},
             {arg::shift, &shift.buf},
             {arg::offset, &offset.buf},
             {arg::weight, &w.buf},
             {arg::invstd, &invstd.buf},
-            {arg::dx, const_cast<halide_buffer_t*>(&dx.buf)},
-            {arg::daddend, daddend ? const_cast<halide_buffer_t*>(&daddend->buf) : nullptr},
+            {arg::dx, buffer(dx)},
+            {arg::daddend, buffer(daddend)},
             {arg::sums, &s.buf}});
 }
 

@@ -21,11 +21,14 @@ struct ApplyConstants {
 };
 
 // What a forward's per-channel step reads besides the moments.
+// (Pointers: the caller's tensors, not handle copies — this is every step's fixed cost.)
 struct ForwardFinalizeArgs {
-    const functional::Moments* moments = nullptr;   // batch statistics; nullptr: the running ones
-    Tensor running_mean, running_var;               // Float32 (C): read (eval), updated in place (update)
+    const functional::Moments* moments = nullptr;  // batch statistics; nullptr: the running ones
+    const Tensor* running_mean = nullptr;           // Float32 (C), read (eval); an update carries its own
+    const Tensor* running_var = nullptr;
     const functional::RunningUpdate* update = nullptr;
-    Tensor weight, bias;                            // Float32 (C), both or neither (affine=False)
+    const Tensor* weight = nullptr;                 // Float32 (C), both or neither (affine=False)
+    const Tensor* bias = nullptr;
     double eps = 1e-5;
 };
 

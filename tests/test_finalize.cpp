@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -132,6 +133,62 @@ void expect_bitwise(const std::vector<double>& got, const std::vector<double>& w
     }
 }
 
+// One forward_finalize call: its tensors (outputs poisoned; the inputs set
+// by the test) and the call, which passes the module state as input and
+// output alike, as the runtime does.
+struct ForwardFinalizeCall {
+    Tensor moments, running_mean, running_var, weight, bias, tracked;
+    Tensor shift, offset, scale, beta, saved_mean, saved_invstd;
+
+    ForwardFinalizeCall(Device device, int64_t channels)
+        : shift(poisoned(device, channels)),
+          offset(poisoned(device, channels)),
+          scale(poisoned(device, channels)),
+          beta(poisoned(device, channels)),
+          saved_mean(poisoned(device, channels, DType::Float64)),
+          saved_invstd(poisoned(device, channels, DType::Float64)) {}
+
+    void run(const KernelEntry& kernel, double eps, double factor) {
+        const std::string label = kernel.variant;
+        const bool batch = has(label, "batch"), affine = has(label, "affine"), nbt = has(label, "nbt");
+        const bool momentum = has(label, "momentum"), updates = momentum || has(label, "cumulative");
+        const bool reads_running = !batch || updates;
+        std::optional<Arg> a_moments, a_rm, a_rv, a_w, a_b, a_nbt;
+        if (batch) a_moments.emplace(moments);
+        if (reads_running) {
+            a_rm.emplace(running_mean);
+            a_rv.emplace(running_var);
+        }
+        if (affine) {
+            a_w.emplace(weight);
+            a_b.emplace(bias);
+        }
+        if (nbt) a_nbt.emplace(tracked);
+        Arg a_shift(shift), a_offset(offset), a_scale(scale), a_beta(beta), a_mean(saved_mean), a_invstd(saved_invstd);
+        halide_scalar_value_t eps_v, factor_v;
+        eps_v.u.f64 = eps;
+        factor_v.u.f64 = factor;
+        auto buf = [](std::optional<Arg>& a) { return a ? &a->buf : nullptr; };
+        detail::invoke(kernel, {{abi::arg::moments, buf(a_moments)},
+                                {abi::arg::running_mean, buf(a_rm)},
+                                {abi::arg::running_var, buf(a_rv)},
+                                {"running_mean_out", updates ? buf(a_rm) : nullptr},
+                                {"running_var_out", updates ? buf(a_rv) : nullptr},
+                                {abi::arg::factor, nullptr, momentum ? &factor_v : nullptr},
+                                {abi::arg::num_batches_tracked, buf(a_nbt)},
+                                {"num_batches_tracked_out", buf(a_nbt)},
+                                {abi::arg::weight, buf(a_w)},
+                                {abi::arg::bias, buf(a_b)},
+                                {abi::arg::eps, nullptr, &eps_v},
+                                {abi::arg::shift, &a_shift.buf},
+                                {abi::arg::offset, &a_offset.buf},
+                                {abi::arg::scale, &a_scale.buf},
+                                {abi::arg::beta, &a_beta.buf},
+                                {abi::arg::saved_mean, &a_mean.buf},
+                                {abi::arg::saved_invstd, &a_invstd.buf}});
+    }
+};
+
 class ForwardFinalize : public ::testing::TestWithParam<FinalizeCase> {};
 
 TEST_P(ForwardFinalize, MatchesFloat64AndUpdatesStateInPlace) {
@@ -162,38 +219,14 @@ TEST_P(ForwardFinalize, MatchesFloat64AndUpdatesStateInPlace) {
         rows[abi::kMomentMean * C + c] = mean[c];
         rows[abi::kMomentM2 * C + c] = m2[c];
     }
-    Tensor moments = on(device, rows, {abi::kMomentRows, C}, DType::Float64);
-    Tensor running_mean = on(device, rm, {C}, DType::Float32), running_var = on(device, rv, {C}, DType::Float32);
-    Tensor weight = on(device, w, {C}, DType::Float32), bias = on(device, b, {C}, DType::Float32);
-    Tensor tracked = on(device, {static_cast<double>(batches)}, {}, DType::Int64);
-    Tensor shift = poisoned(device, C), offset = poisoned(device, C), scale = poisoned(device, C),
-           beta = poisoned(device, C), saved_mean = poisoned(device, C, DType::Float64),
-           saved_invstd = poisoned(device, C, DType::Float64);
-
-    Arg a_moments(moments), a_rm(running_mean), a_rv(running_var), a_w(weight), a_b(bias), a_nbt(tracked),
-        a_shift(shift), a_offset(offset), a_scale(scale), a_beta(beta), a_mean(saved_mean), a_invstd(saved_invstd);
-    halide_scalar_value_t eps_v, factor_v;
-    eps_v.u.f64 = eps;
-    factor_v.u.f64 = factor;
-    const bool reads_running = !batch || updates;
-    detail::invoke(*GetParam().kernel,
-                   {{abi::arg::moments, batch ? &a_moments.buf : nullptr},
-                    {abi::arg::running_mean, reads_running ? &a_rm.buf : nullptr},
-                    {abi::arg::running_var, reads_running ? &a_rv.buf : nullptr},
-                    {"running_mean_out", updates ? &a_rm.buf : nullptr},
-                    {"running_var_out", updates ? &a_rv.buf : nullptr},
-                    {abi::arg::factor, nullptr, momentum ? &factor_v : nullptr},
-                    {abi::arg::num_batches_tracked, nbt ? &a_nbt.buf : nullptr},
-                    {"num_batches_tracked_out", nbt ? &a_nbt.buf : nullptr},
-                    {abi::arg::weight, affine ? &a_w.buf : nullptr},
-                    {abi::arg::bias, affine ? &a_b.buf : nullptr},
-                    {abi::arg::eps, nullptr, &eps_v},
-                    {abi::arg::shift, &a_shift.buf},
-                    {abi::arg::offset, &a_offset.buf},
-                    {abi::arg::scale, &a_scale.buf},
-                    {abi::arg::beta, &a_beta.buf},
-                    {abi::arg::saved_mean, &a_mean.buf},
-                    {abi::arg::saved_invstd, &a_invstd.buf}});
+    ForwardFinalizeCall call(device, C);
+    call.moments = on(device, rows, {abi::kMomentRows, C}, DType::Float64);
+    call.running_mean = on(device, rm, {C}, DType::Float32);
+    call.running_var = on(device, rv, {C}, DType::Float32);
+    call.weight = on(device, w, {C}, DType::Float32);
+    call.bias = on(device, b, {C}, DType::Float32);
+    call.tracked = on(device, {static_cast<double>(batches)}, {}, DType::Int64);
+    call.run(*GetParam().kernel, eps, factor);
 
     std::vector<double> want_shift(C), want_offset(C), want_scale(C), want_beta(C), want_mean(C), want_invstd(C),
         want_rm = rm, want_rv = rv;
@@ -214,15 +247,15 @@ TEST_P(ForwardFinalize, MatchesFloat64AndUpdatesStateInPlace) {
             want_rv[c] = static_cast<float>(f * (m2[c] / (count - 1)) + (1.0 - f) * rv[c]);
         }
     }
-    expect_bitwise(host_values(shift), want_shift, "shift");
-    expect_bitwise(host_values(offset), want_offset, "offset");
-    expect_bitwise(host_values(scale), want_scale, "scale");
-    expect_bitwise(host_values(beta), want_beta, "beta");
-    expect_bitwise(host_values(saved_mean), want_mean, "saved_mean");
-    expect_bitwise(host_values(saved_invstd), want_invstd, "saved_invstd");
-    expect_bitwise(host_values(running_mean), want_rm, "running_mean");
-    expect_bitwise(host_values(running_var), want_rv, "running_var");
-    EXPECT_EQ(tracked.to(Device::cpu()).item({}), static_cast<double>(nbt ? batches + 1 : batches));
+    expect_bitwise(host_values(call.shift), want_shift, "shift");
+    expect_bitwise(host_values(call.offset), want_offset, "offset");
+    expect_bitwise(host_values(call.scale), want_scale, "scale");
+    expect_bitwise(host_values(call.beta), want_beta, "beta");
+    expect_bitwise(host_values(call.saved_mean), want_mean, "saved_mean");
+    expect_bitwise(host_values(call.saved_invstd), want_invstd, "saved_invstd");
+    expect_bitwise(host_values(call.running_mean), want_rm, "running_mean");
+    expect_bitwise(host_values(call.running_var), want_rv, "running_var");
+    EXPECT_EQ(call.tracked.to(Device::cpu()).item({}), static_cast<double>(nbt ? batches + 1 : batches));
 }
 
 // An empty global batch (SyncBatchNorm with every rank empty): variance 1,
@@ -232,44 +265,21 @@ TEST_P(ForwardFinalize, EmptyBatchLeavesRunningStatistics) {
     SKIP_WITHOUT(device);
     const std::string label = GetParam().kernel->variant;
     if (!has(label, "batch")) GTEST_SKIP() << "running statistics have no batch";
-    const bool affine = has(label, "affine"), nbt = has(label, "nbt"), momentum = has(label, "momentum");
-    const bool updates = momentum || has(label, "cumulative");
+    const bool nbt = has(label, "nbt");
     const int64_t C = 3;
-    Tensor moments = on(device, std::vector<double>(abi::kMomentRows * C, 0.0), {abi::kMomentRows, C}, DType::Float64);
-    Tensor rm = on(device, {0.5, -1.5, 2.0}, {C}, DType::Float32), rv = on(device, {1.5, 0.25, 3.0}, {C}, DType::Float32);
-    Tensor w = on(device, {1, 1, 1}, {C}, DType::Float32), b = on(device, {0, 0, 0}, {C}, DType::Float32);
-    Tensor tracked = on(device, {2}, {}, DType::Int64);
-    Tensor shift = poisoned(device, C), offset = poisoned(device, C), scale = poisoned(device, C),
-           beta = poisoned(device, C), saved_mean = poisoned(device, C, DType::Float64),
-           saved_invstd = poisoned(device, C, DType::Float64);
-    Arg a_moments(moments), a_rm(rm), a_rv(rv), a_w(w), a_b(b), a_nbt(tracked), a_shift(shift), a_offset(offset),
-        a_scale(scale), a_beta(beta), a_mean(saved_mean), a_invstd(saved_invstd);
-    halide_scalar_value_t eps_v, factor_v;
-    eps_v.u.f64 = 1e-5;
-    factor_v.u.f64 = 0.1;
-    detail::invoke(*GetParam().kernel,
-                   {{abi::arg::moments, &a_moments.buf},
-                    {abi::arg::running_mean, updates ? &a_rm.buf : nullptr},
-                    {abi::arg::running_var, updates ? &a_rv.buf : nullptr},
-                    {"running_mean_out", updates ? &a_rm.buf : nullptr},
-                    {"running_var_out", updates ? &a_rv.buf : nullptr},
-                    {abi::arg::factor, nullptr, momentum ? &factor_v : nullptr},
-                    {abi::arg::num_batches_tracked, nbt ? &a_nbt.buf : nullptr},
-                    {"num_batches_tracked_out", nbt ? &a_nbt.buf : nullptr},
-                    {abi::arg::weight, affine ? &a_w.buf : nullptr},
-                    {abi::arg::bias, affine ? &a_b.buf : nullptr},
-                    {abi::arg::eps, nullptr, &eps_v},
-                    {abi::arg::shift, &a_shift.buf},
-                    {abi::arg::offset, &a_offset.buf},
-                    {abi::arg::scale, &a_scale.buf},
-                    {abi::arg::beta, &a_beta.buf},
-                    {abi::arg::saved_mean, &a_mean.buf},
-                    {abi::arg::saved_invstd, &a_invstd.buf}});
+    ForwardFinalizeCall call(device, C);
+    call.moments = on(device, std::vector<double>(abi::kMomentRows * C, 0.0), {abi::kMomentRows, C}, DType::Float64);
+    call.running_mean = on(device, {0.5, -1.5, 2.0}, {C}, DType::Float32);
+    call.running_var = on(device, {1.5, 0.25, 3.0}, {C}, DType::Float32);
+    call.weight = on(device, {1, 1, 1}, {C}, DType::Float32);
+    call.bias = on(device, {0, 0, 0}, {C}, DType::Float32);
+    call.tracked = on(device, {2}, {}, DType::Int64);
+    call.run(*GetParam().kernel, 1e-5, 0.1);
     const double invstd = 1.0 / std::sqrt(1.0 + 1e-5);
-    expect_bitwise(host_values(saved_invstd), {invstd, invstd, invstd}, "saved_invstd");
-    expect_bitwise(host_values(rm), {0.5, -1.5, 2.0}, "running_mean");
-    expect_bitwise(host_values(rv), {1.5, 0.25, 3.0}, "running_var");
-    EXPECT_EQ(tracked.to(Device::cpu()).item({}), nbt ? 3.0 : 2.0);
+    expect_bitwise(host_values(call.saved_invstd), {invstd, invstd, invstd}, "saved_invstd");
+    expect_bitwise(host_values(call.running_mean), {0.5, -1.5, 2.0}, "running_mean");
+    expect_bitwise(host_values(call.running_var), {1.5, 0.25, 3.0}, "running_var");
+    EXPECT_EQ(call.tracked.to(Device::cpu()).item({}), nbt ? 3.0 : 2.0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, ForwardFinalize, ::testing::ValuesIn(cases_of(Pipeline::forward_finalize)),
