@@ -64,6 +64,8 @@ Fusion fusion_of(functional::Activation activation, bool has_addend) {
 // The output that updates input `name` in place (kernel_abi.h).
 std::string updated_name(const char* name) { return std::string(name) + abi::kUpdatedSuffix; }
 
+// The forward_finalize variant for these options: generators/CMakeLists.txt's
+// VARIANTS labels, <statistics>[_<update>][_nbt][_affine].
 std::string finalize_variant(bool batch, const functional::RunningUpdate* update, bool affine) {
     std::string v = batch ? "batch" : "running";
     if (update) {
