@@ -8,7 +8,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -339,33 +344,118 @@ void validate_for_save(const std::string& path, const StateDict& tensors,
     }
 }
 
+// A file written so that a crash at any point leaves either the previous
+// file or the new one, whole (torch.save's and SQLite's discipline): the bytes
+// go to a temporary file beside the target, which is synced and renamed over
+// it, and then the directory is synced so the rename itself is durable. Any
+// failure is an Error and removes the temporary file; the target is untouched
+// until the rename. A target that exists and is not a regular file (a device
+// such as /dev/full, a FIFO) is written in place: replacing it would be wrong.
+class AtomicFile {
+public:
+    explicit AtomicFile(const std::string& path) : path_(path) {
+        struct stat st;
+        in_place_ = ::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode);
+        if (in_place_) {
+            fd_ = ::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+            if (fd_ < 0) fail("cannot open for writing");
+            return;
+        }
+        static std::atomic<unsigned> counter{0};
+        for (int attempt = 0; fd_ < 0; attempt++) {
+            temp_ = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+            // 0666 less the umask: the new file gets the permissions a plain create would.
+            fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+            if (fd_ < 0 && (errno != EEXIST || attempt > 100)) {
+                temp_.clear();
+                fail("cannot open for writing");
+            }
+        }
+    }
+    AtomicFile(const AtomicFile&) = delete;
+    AtomicFile& operator=(const AtomicFile&) = delete;
+    ~AtomicFile() { abandon(); }
+
+    void write(const void* data, size_t bytes) {
+        const char* p = static_cast<const char*>(data);
+        while (bytes > 0) {
+            const ssize_t n = ::write(fd_, p, bytes);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) fail("write failed");
+            p += n;
+            bytes -= static_cast<size_t>(n);
+        }
+    }
+
+    void commit() {
+        if (::fsync(fd_) != 0 && !in_place_) fail("sync failed");
+        const int fd = fd_;
+        fd_ = -1;
+        if (::close(fd) != 0) fail("write failed");
+        if (in_place_) return;
+        if (::rename(temp_.c_str(), path_.c_str()) != 0) fail("cannot replace the file");
+        temp_.clear();
+        const std::string dir = parent_directory(path_);
+        const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dir_fd < 0) fail("cannot sync its directory '" + dir + "'");
+        if (::fsync(dir_fd) != 0) {
+            const int err = errno;
+            ::close(dir_fd);
+            errno = err;
+            fail("cannot sync its directory '" + dir + "'");
+        }
+        ::close(dir_fd);
+    }
+
+private:
+    static std::string parent_directory(const std::string& path) {
+        const size_t slash = path.find_last_of('/');
+        if (slash == std::string::npos) return ".";
+        return slash == 0 ? "/" : path.substr(0, slash);
+    }
+
+    void abandon() noexcept {
+        if (fd_ >= 0) ::close(fd_);
+        fd_ = -1;
+        if (!temp_.empty()) ::unlink(temp_.c_str());
+        temp_.clear();
+    }
+
+    [[noreturn]] void fail(const std::string& what) {
+        const std::string reason = errno_text();
+        abandon();
+        throw Error("save_safetensors: '" + path_ + "': " + what + ": " + reason);
+    }
+
+    std::string path_, temp_;
+    int fd_ = -1;
+    bool in_place_ = false;
+};
+
 }  // namespace
 
 void save_safetensors(const std::string& path, const StateDict& tensors,
                       const std::map<std::string, std::string>& metadata) {
-    // Everything is validated before the file is opened, so bad input never
-    // leaves a truncated file behind.
+    // Everything is validated before any file is created.
     validate_for_save(path, tensors, metadata);
     const std::string header = header_bytes(tensors, metadata);
 
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    if (!out.is_open()) throw Error("save_safetensors: '" + path + "': cannot open for writing: " + errno_text());
     unsigned char prefix[8];
     uint64_t header_size = header.size();
     for (unsigned char& byte : prefix) {
         byte = static_cast<unsigned char>(header_size & 0xff);
         header_size >>= 8;
     }
-    out.write(reinterpret_cast<const char*>(prefix), 8);
-    out.write(header.data(), static_cast<std::streamsize>(header.size()));
+    AtomicFile out(path);
+    out.write(prefix, 8);
+    out.write(header.data(), header.size());
     for (const auto& [name, tensor] : tensors) {
         // Logical row-major order whatever the layout or strides; already
         // dense tensors are aliased, not copied.
         const Tensor dense = tensor.contiguous(Layout::NCHW);
-        out.write(static_cast<const char*>(dense.raw_data()), static_cast<std::streamsize>(dense.nbytes()));
+        out.write(dense.raw_data(), dense.nbytes());
     }
-    out.close();
-    if (out.fail()) throw Error("save_safetensors: '" + path + "': write failed: " + errno_text());
+    out.commit();
 }
 
 StateDict load_safetensors(const std::string& path) {

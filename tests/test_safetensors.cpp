@@ -6,12 +6,20 @@
 
 #include "test_util.h"
 
+#include <dirent.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -378,6 +386,114 @@ TEST(SafetensorsInterop, WritesFileForPython) {
     sd["a_float32"] = Tensor::from_blob_strided(spread.data(), {3}, {2}, DType::Float32, Device::cpu());
     save_safetensors(path, sd, {{"format", "pt"}});
     EXPECT_EQ(load_safetensors(path).size(), 3u);
+}
+
+// ---- Atomic saves (issue 15, point 1) ----
+
+// The temporary files a save of `path` would leave beside it.
+std::vector<std::string> leftover_temps(const std::string& path) {
+    const size_t slash = path.find_last_of('/');
+    const std::string dir = path.substr(0, slash), prefix = path.substr(slash + 1) + ".tmp-";
+    std::vector<std::string> found;
+    if (DIR* d = opendir(dir.c_str())) {
+        while (const dirent* e = readdir(d)) {
+            if (std::string(e->d_name).rfind(prefix, 0) == 0) found.push_back(dir + "/" + e->d_name);
+        }
+        closedir(d);
+    }
+    return found;
+}
+
+StateDict large_state(float seed) {
+    Tensor t = Tensor::empty({16 * 1024 * 1024}, DType::Float32);  // 64 MB: a save takes tens of ms
+    float* p = t.data<float>();
+    for (int64_t i = 0; i < t.numel(); i++) p[i] = seed + static_cast<float>(i % 1000);
+    return {{"big", t}};
+}
+
+// A child process killed with SIGKILL at random points of a large save leaves
+// the file as it was before or as the save makes it, whole, never a mix.
+TEST(SafetensorsAtomic, KilledSaveLeavesTheFileWhole) {
+    const std::string path = temp_path("killed.safetensors"), reference = temp_path("reference.safetensors");
+    save_safetensors(path, {{"w", tensor_from({1, 2, 3}, {3}, DType::Float32)}});
+    const std::string previous = read_file(path);
+    const StateDict next = large_state(7.0f);
+    save_safetensors(reference, next);
+    const std::string complete = read_file(reference);
+    std::mt19937 rng(11);
+    std::uniform_int_distribution<int> delay_us(0, 60000);
+    int interrupted = 0;
+    for (int trial = 0; trial < 8; trial++) {
+        const pid_t child = fork();
+        ASSERT_GE(child, 0);
+        if (child == 0) {
+            try {
+                save_safetensors(path, next);
+            } catch (...) {
+                _exit(2);
+            }
+            _exit(0);
+        }
+        usleep(static_cast<useconds_t>(delay_us(rng)));
+        kill(child, SIGKILL);
+        int status = 0;
+        waitpid(child, &status, 0);
+        if (WIFSIGNALED(status)) interrupted++;
+        const std::string now = read_file(path);
+        EXPECT_TRUE(now == previous || now == complete) << "trial " << trial << ": a file of " << now.size()
+                                                        << " bytes is neither the old nor the new one";
+        EXPECT_NO_THROW(load_safetensors(path));
+        for (const std::string& temp : leftover_temps(path)) std::remove(temp.c_str());  // a kill cannot clean up
+    }
+    EXPECT_GT(interrupted, 0) << "no save was interrupted: the test did not test anything";
+}
+
+// A write that fails (here the file-size limit, EFBIG, as a full disk would)
+// is an Error, the previous file is intact and no temporary file remains.
+TEST(SafetensorsAtomic, FailedWriteIsAnErrorAndLeavesNoTrace) {
+    const std::string path = temp_path("full.safetensors");
+    save_safetensors(path, {{"w", tensor_from({1, 2, 3}, {3}, DType::Float32)}});
+    const std::string previous = read_file(path);
+    const StateDict next = large_state(3.0f);
+    const pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        const rlimit limit{1 << 20, 1 << 20};
+        setrlimit(RLIMIT_FSIZE, &limit);
+        try {
+            save_safetensors(path, next);
+        } catch (const Error& e) {
+            _exit(std::string(e.what()).find("write failed") != std::string::npos ? 0 : 3);
+        }
+        _exit(4);
+    }
+    int status = 0;
+    waitpid(child, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "expected an Error saying the write failed (3: another Error, 4: none)";
+    EXPECT_EQ(read_file(path), previous);
+    EXPECT_TRUE(leftover_temps(path).empty());
+}
+
+// A target that is not a regular file is written in place, never replaced:
+// /dev/full fails with ENOSPC and stays a device.
+TEST(SafetensorsAtomic, DeviceTargetIsWrittenInPlace) {
+    EXPECT_ERROR_CONTAINS(save_safetensors("/dev/full", large_state(1.0f)), "write failed");
+    struct stat st;
+    ASSERT_EQ(stat("/dev/full", &st), 0);
+    EXPECT_TRUE(S_ISCHR(st.st_mode));
+    EXPECT_TRUE(leftover_temps("/dev/full").empty());
+}
+
+// A directory where no file can be created (procfs refuses even root) and a
+// missing parent: Errors, and nothing created.
+TEST(SafetensorsAtomic, UnwritableDirectoryIsAnError) {
+    const StateDict sd = {{"w", tensor_from({1}, {1}, DType::Float32)}};
+    EXPECT_ERROR_CONTAINS(save_safetensors("/proc/bnforge_test.safetensors", sd), "cannot open for writing");
+    EXPECT_TRUE(leftover_temps("/proc/bnforge_test.safetensors").empty());
+    const std::string missing = temp_path("no_such_dir") + "/x.safetensors";
+    EXPECT_ERROR_CONTAINS(save_safetensors(missing, sd), "cannot open for writing");
 }
 
 }  // namespace
