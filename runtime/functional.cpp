@@ -100,38 +100,41 @@ std::vector<double> host_row(const Tensor& rows, int row) {
     return std::vector<double>(p, p + channels);
 }
 
-// y and the saved context from a forward's per-channel constants.
-ForwardResult apply_constants(const Tensor& x, detail::ApplyConstants&& k, Activation activation,
-                              const Tensor* addend, bool batch_statistics, int64_t count) {
-    ForwardResult r;
-    SavedContext& s = r.saved;
+// What backward needs from a forward: its input, the ReLU mask, and the
+// per-channel constants, moved out of `k`.
+SavedContext saved_context(const Tensor& x, Tensor mask, detail::ApplyConstants&& k, Activation activation,
+                           bool has_addend, bool batch_statistics, int64_t count) {
+    SavedContext s;
     s.x = x;
+    s.mask = std::move(mask);
+    s.mean = std::move(k.saved_mean);
+    s.invstd = std::move(k.saved_invstd);
+    s.shift = std::move(k.shift);
+    s.offset = std::move(k.offset);
     s.count = count;
     s.batch_statistics = batch_statistics;
     s.activation = activation;
-    s.has_addend = addend != nullptr;
-    // What backward needs, kept once the apply pass has read the constants
-    // (an empty batch too: its backward still runs the per-channel step).
-    auto keep = [&s](detail::ApplyConstants& c) {
-        s.mean = std::move(c.saved_mean);
-        s.invstd = std::move(c.saved_invstd);
-        s.shift = std::move(c.shift);
-        s.offset = std::move(c.offset);
-    };
-    r.y = Tensor::empty(x.shape(), x.dtype(), x.device(), x.layout());
-    if (x.numel() == 0) {
-        keep(k);
-        return r;
-    }
+    s.has_addend = has_addend;
+    return s;
+}
 
-    const Layout kl = detail::kernel_layout_for(x, "x");
-    BatchView xv, yv, av;
-    detail::make_batch_view(xv, x, kl, "x");
-    detail::make_batch_view(yv, r.y, kl, "y");
-    if (addend) detail::make_batch_view(av, *addend, kl, "addend");
-    if (activation == Activation::Relu) s.mask = detail::empty_mask_for(xv, x.device());
-    detail::call_apply(xv, addend ? &av : nullptr, k, yv, s.mask.defined() ? &s.mask : nullptr);
-    keep(k);
+// y and the saved context from a forward's per-channel constants (an empty
+// batch keeps them too: its backward still runs the per-channel step).
+ForwardResult apply_constants(const Tensor& x, detail::ApplyConstants&& k, Activation activation,
+                              const Tensor* addend, bool batch_statistics, int64_t count) {
+    ForwardResult r;
+    r.y = Tensor::empty(x.shape(), x.dtype(), x.device(), x.layout());
+    Tensor mask;
+    if (x.numel() > 0) {
+        const Layout kl = detail::kernel_layout_for(x, "x");
+        BatchView xv, yv, av;
+        detail::make_batch_view(xv, x, kl, "x");
+        detail::make_batch_view(yv, r.y, kl, "y");
+        if (addend) detail::make_batch_view(av, *addend, kl, "addend");
+        if (activation == Activation::Relu) mask = detail::empty_mask_for(xv, x.device());
+        detail::call_apply(xv, addend ? &av : nullptr, k, yv, mask.defined() ? &mask : nullptr);
+    }
+    r.saved = saved_context(x, std::move(mask), std::move(k), activation, addend != nullptr, batch_statistics, count);
     return r;
 }
 
@@ -334,18 +337,8 @@ std::optional<BatchNormForward> train_forward_one_pass(const Tensor& x, double e
     args.update = update;
     a.set(args);
     args.eps = eps;
-    detail::ApplyConstants k = detail::call_forward_finalize(args, channels, x.device());
-    SavedContext& s = out.result.saved;
-    s.x = x;
-    s.mask = mask;
-    s.mean = std::move(k.saved_mean);
-    s.invstd = std::move(k.saved_invstd);
-    s.shift = std::move(k.shift);
-    s.offset = std::move(k.offset);
-    s.count = count;
-    s.batch_statistics = true;
-    s.activation = activation;
-    s.has_addend = addend != nullptr;
+    out.result.saved = saved_context(x, mask, detail::call_forward_finalize(args, channels, x.device()), activation,
+                                     addend != nullptr, true, count);
     out.result.y = y;
     return out;
 }
