@@ -136,8 +136,9 @@ Tensor BatchNormBase::forward_impl(const Tensor& x, const Tensor* addend, Activa
     // The running statistics move in the forward's per-channel step, on their
     // device; every check on the caller's input has run before it.
     const bool update_stats = training_ && options_.track_running_stats() && !options_.freeze();
-    const functional::RunningUpdate update = running_update();
-    const functional::RunningUpdate* up = update_stats ? &update : nullptr;
+    std::optional<functional::RunningUpdate> update;
+    if (update_stats) update = running_update();
+    const functional::RunningUpdate* up = update ? &*update : nullptr;
     functional::ForwardResult result;
     if (uses_batch_statistics() && !synchronized) {
         result = functional::batch_norm_forward(x, Tensor(), Tensor(), weight_, bias_, true, options_.eps(), activation,
@@ -159,7 +160,6 @@ Tensor BatchNormBase::forward_impl(const Tensor& x, const Tensor* addend, Activa
 
 functional::RunningUpdate BatchNormBase::running_update() const {
     functional::RunningUpdate u;
-    if (!options_.track_running_stats()) return u;
     u.running_mean = running_mean_;
     u.running_var = running_var_;
     u.num_batches_tracked = num_batches_tracked_;

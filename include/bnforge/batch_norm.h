@@ -102,7 +102,7 @@ private:
     struct Hooks;
     void validate_input(const Tensor& x, const char* arg) const;
     bool uses_batch_statistics() const;
-    // The running-statistics update of a training forward, by this module's convention.
+    // The running-statistics update of a training forward that tracks them, by this module's convention.
     functional::RunningUpdate running_update() const;
 
     BatchNormOptions options_;
