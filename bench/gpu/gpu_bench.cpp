@@ -19,12 +19,22 @@
 // calls, the median of --reps. Inputs are random (never zeros) and rotate
 // through enough copies to exceed the L2 three times, so each call reads
 // DRAM. Output: one JSON object per line (bench/gpu/report.py makes the table).
+//
+// --per-call instead measures the fixed cost of a call where the kernels are
+// short (ResNet's 7x7 and 14x14 at N=32, and N=1; or --shapes): float32 NCHW
+// (or --nhwc), the same
+// inputs every call (they stay in L2), wall-clock microseconds per call over
+// blocks of back-to-back calls that end in a device sync, so a host-side
+// cost (checks, launches, a synchronous copy) counts as much as kernel time.
+// It uses only the module API, so an older bnforge builds it too (the
+// before/after of a runtime change).
 #include <bnforge/bnforge.h>
 
 #include <cuda_runtime_api.h>
 #include <cudnn.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -245,8 +255,29 @@ struct Options {
     std::vector<DType> dtypes = {DType::Float32, DType::Float16, DType::BFloat16};
     std::vector<Layout> layouts = {Layout::NCHW, Layout::NHWC};
     int reps = 20;
-    bool quick = false;  // two small shapes: a smoke run of the bench itself
+    bool quick = false;     // two small shapes: a smoke run of the bench itself
+    bool per_call = false;  // the fixed cost of a call on small shapes instead
+    std::vector<Shape> per_call_shapes = {{32, 2048, 7, 7}, {32, 1024, 14, 14}, {32, 512, 7, 7}, {32, 256, 14, 14},
+                                          {1, 512, 7, 7}};
+    Layout per_call_layout = Layout::NCHW;
 };
+
+// "32x2048x7x7,1x512x7x7" -> shapes.
+std::vector<Shape> parse_shapes(const std::string& list) {
+    std::vector<Shape> shapes;
+    size_t at = 0;
+    while (at < list.size()) {
+        const size_t end = std::min(list.find(',', at), list.size());
+        Shape s{};
+        if (std::sscanf(list.substr(at, end - at).c_str(), "%ldx%ldx%ldx%ld", &s.n, &s.c, &s.h, &s.w) != 4) {
+            std::fprintf(stderr, "bnforge_gpu_bench: bad shape list %s (NxCxHxW,...)\n", list.c_str());
+            std::exit(2);
+        }
+        shapes.push_back(s);
+        at = end + 1;
+    }
+    return shapes;
+}
 
 Options parse(int argc, char** argv) {
     Options o;
@@ -256,10 +287,16 @@ Options parse(int argc, char** argv) {
             o.quick = true;
             o.batches = {8};
             o.reps = 3;
+        } else if (a == "--per-call") {
+            o.per_call = true;
+        } else if (a.rfind("--shapes=", 0) == 0) {
+            o.per_call_shapes = parse_shapes(a.substr(9));
+        } else if (a == "--nhwc") {
+            o.per_call_layout = Layout::NHWC;
         } else if (a.rfind("--reps=", 0) == 0) {
             o.reps = std::max(1, std::atoi(a.c_str() + 7));
         } else if (a == "--help") {
-            std::printf("usage: bnforge_gpu_bench [--quick] [--reps=N]   (JSON lines on stdout; exit 77 without a GPU)\n");
+            std::printf("usage: bnforge_gpu_bench [--quick | --per-call [--shapes=NxCxHxW,...] [--nhwc]] [--reps=N]   (JSON lines on stdout; exit 77 without a GPU)\n");
             std::exit(0);
         } else {
             std::fprintf(stderr, "bnforge_gpu_bench: unknown argument %s\n", a.c_str());
@@ -322,8 +359,10 @@ void run_case(cudnnHandle_t handle, const Shape& s, DType dtype, Layout layout, 
         report(impl, 0, [&](int i) { return bn.forward(x[i % copies]).defined(); });
         bn.train();
         report(impl, 1, [&](int i) { return bn.forward(x[i % copies]).defined(); });
-        bn.forward(x[0]);
-        report(impl, 2, [&](int i) { return bn.backward(dy[i % copies]).defined(); });
+        report(impl, 2, [&](int i) {
+            if (i == 0) bn.forward(x[0]);  // the saved statistics the backwards read (untimed: f(0) is the check call)
+            return bn.backward(dy[i % copies]).defined();
+        });
         report(impl, 3, [&](int i) { return fused.forward(x[i % copies], &z[i % copies]).defined(); });
     }
     set_kernel_schedule("manual");
@@ -337,6 +376,62 @@ void run_case(cudnnHandle_t handle, const Shape& s, DType dtype, Layout layout, 
     }
     report("cudnn", 2, [&](int i) { return cudnn.backward(x[0], dy[i % copies], dx); });
     report("cudnn", 3, [&](int i) { return cudnn.fused(x[i % copies], z[i % copies], y); });
+}
+
+// Wall-clock microseconds per call of f: 7 blocks of 100 back-to-back calls,
+// each ended by a device sync, after 20 warm-up calls; the median block.
+double per_call_us(const std::function<void()>& f) {
+    for (int i = 0; i < 20; i++) f();
+    check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+    std::vector<double> blocks;
+    for (int b = 0; b < 7; b++) {
+        constexpr int kCalls = 100;
+        const auto start = std::chrono::steady_clock::now();
+        for (int i = 0; i < kCalls; i++) f();
+        check_cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+        const std::chrono::duration<double, std::micro> took = std::chrono::steady_clock::now() - start;
+        blocks.push_back(took.count() / kCalls);
+    }
+    std::nth_element(blocks.begin(), blocks.begin() + blocks.size() / 2, blocks.end());
+    return blocks[blocks.size() / 2];
+}
+
+// --per-call: one shape, bnforge's modules and cuDNN, one JSON line per (impl, op).
+void run_per_call(cudnnHandle_t handle, const Shape& s, Layout layout, std::mt19937& rng) {
+    const DType dtype = DType::Float32;
+    const Tensor x = random_tensors(s, dtype, layout, 1, 3.0, rng)[0];
+    const Tensor dy = random_tensors(s, dtype, layout, 1, 0.0, rng)[0];
+    const Tensor z = random_tensors(s, dtype, layout, 1, 0.0, rng)[0];
+    Tensor y = Tensor::empty({s.n, s.c, s.h, s.w}, dtype, Device::cuda(0), layout);
+    Tensor dx = Tensor::empty({s.n, s.c, s.h, s.w}, dtype, Device::cuda(0), layout);
+    auto emit = [&](const char* impl, const char* op, const std::function<bool()>& f) {
+        std::string unsupported;
+        double us = 0;
+        try {
+            if (f())
+                us = per_call_us([&] { f(); });
+            else
+                unsupported = std::string("not supported by ") + impl;
+        } catch (const std::exception& e) {
+            unsupported = e.what();
+        }
+        for (char& ch : unsupported) ch = ch == '"' || ch == '\n' ? '\'' : ch;
+        std::printf("{\"per_call\": 1, \"n\": %lld, \"c\": %lld, \"h\": %lld, \"w\": %lld, \"layout\": \"%s\", "
+                    "\"impl\": \"%s\", \"op\": \"%s\", \"us\": %s, \"unsupported\": \"%s\"}\n",
+                    static_cast<long long>(s.n), static_cast<long long>(s.c), static_cast<long long>(s.h),
+                    static_cast<long long>(s.w), to_string(layout), impl, op,
+                    unsupported.empty() ? std::to_string(us).c_str() : "null", unsupported.c_str());
+        std::fflush(stdout);
+    };
+    BatchNorm2d bn(BatchNormOptions::pytorch(s.c).layout(layout).device(Device::cuda(0)));
+    FusedBatchNorm2d fused(BatchNormOptions::oneflow(s.c).layout(layout).device(Device::cuda(0)));
+    emit("bnforge", "train+backward", [&] { return bn.forward(x).defined() && bn.backward(dy).defined(); });
+    emit("bnforge", "fused+backward", [&] { return fused.forward(x, &z).defined() && fused.backward(dy).dx.defined(); });
+    bn.eval();
+    emit("bnforge", "eval", [&] { return bn.forward(x).defined(); });
+    Cudnn cudnn(handle, s, dtype, layout);
+    emit("cudnn", "train+backward", [&] { return cudnn.train(x, y) && cudnn.backward(x, dy, dx); });
+    emit("cudnn", "eval", [&] { return cudnn.eval(x, y); });
 }
 
 // The exit status without a GPU: ctest's "skipped" (bench/gpu/CMakeLists.txt).
@@ -360,6 +455,11 @@ int main(int argc, char** argv) {
         cudnnHandle_t handle;
         if (!CUDNN(cudnnCreate(&handle))) throw std::runtime_error("cudnnCreate: not supported");
         std::mt19937 rng(2026);
+        if (o.per_call) {
+            for (const Shape& s : o.per_call_shapes) run_per_call(handle, s, o.per_call_layout, rng);
+            cudnnDestroy(handle);
+            return 0;
+        }
         auto shapes = kResNet50;
         if (o.quick) shapes = {{64, 28}, {512, 7}};
         for (int64_t n : o.batches)
@@ -370,7 +470,11 @@ int main(int argc, char** argv) {
                                      static_cast<long long>(c), static_cast<long long>(side),
                                      static_cast<long long>(side), to_string(dtype),
                                      to_string(layout));
-                        run_case(handle, {n, c, side, side}, dtype, layout, o, rng);
+                        try {  // a case that fails outside one measurement is reported; the others still run
+                            run_case(handle, {n, c, side, side}, dtype, layout, o, rng);
+                        } catch (const std::exception& e) {
+                            std::fprintf(stderr, "bnforge_gpu_bench: case failed: %s\n", e.what());
+                        }
                     }
         cudnnDestroy(handle);
     } catch (const std::exception& e) {
