@@ -48,7 +48,7 @@ public:
     }
 
     void schedule_gpu() {
-        Var at = schedule_elementwise_gpu(*y, d0, d1, n, mask != nullptr);
+        Var at = schedule_elementwise_gpu(*y, d0, d1, n);
         if (mask) schedule_mask_gpu(*mask, *y, d0, d1, m, at);
     }
 

@@ -51,9 +51,9 @@ public:
     void schedule_gpu() {
         // With a mask, each thread takes the 8 rows of one mask byte, so it
         // loads the byte once.
-        Var at = schedule_elementwise_gpu(*dx, d0, d1, n, mask != nullptr);
+        Var at = schedule_elementwise_gpu(*dx, d0, d1, n);
         if (daddend) {
-            schedule_elementwise_gpu(*daddend, d0, d1, n, mask != nullptr);
+            schedule_elementwise_gpu(*daddend, d0, d1, n);
             daddend->compute_with(Func(*dx), at);
         }
     }

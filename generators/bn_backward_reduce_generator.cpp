@@ -52,8 +52,7 @@ public:
     }
 
     void schedule_gpu() {
-        schedule_channel_sums_gpu(channel, layout);
-        schedule_channel_rows_gpu(sums, c, row);
+        schedule_channel_sums_gpu(channel, layout, sums, c, row);
     }
 
     void schedule_cpu() {

@@ -35,8 +35,7 @@ public:
 
     void schedule_gpu() {
         schedule_channels_gpu(shift, shift.args()[0]);
-        schedule_channel_sums_gpu(sums, layout);
-        schedule_channel_rows_gpu(moments, c, row);
+        schedule_channel_sums_gpu(sums, layout, moments, c, row);
     }
 
     void schedule_cpu() {

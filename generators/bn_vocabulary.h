@@ -41,6 +41,8 @@ constexpr int kShiftSamples = 8;
 constexpr int kGpuWarp = 32;
 // Threads of a block of an elementwise GPU kernel (see schedule_elementwise_gpu).
 constexpr int kGpuElementThreads = 256;
+// Threads that share one chunk of a GPU channel sum (see schedule_channel_sums_gpu).
+constexpr int kGpuReduceLanes = 256;
 
 // Typical ResNet-50 stage sizes: the default estimates (autoschedulers need them).
 constexpr int kEstN = 32, kEstC = 256, kEstS = 56 * 56;

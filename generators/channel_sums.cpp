@@ -19,7 +19,8 @@ ChannelSums channel_sums(const Func& terms, const Expr& spatial, const Expr& bat
     Expr groups = (batch + rows_per_group - 1) / rows_per_group;
     cs.pairs_per_task = Halide::max(1, 16384 / (rows_per_group * spatial));
 
-    auto chunk_sum = [&](Func& f, const char* name, const Expr& start, const Expr& extent, RVar& rvar) {
+    auto chunk_sum = [&](Func& f, const char* name, const Expr& start, const Expr& extent, RVar& rvar,
+                         std::optional<RVar>& rows) {
         const std::string rname = std::string(name) + "_r";
         RDom r = group_rows ? RDom(0, extent, 0, rows_per_group, rname) : RDom(0, extent, rname);
         Expr row = cs.g;
@@ -35,9 +36,10 @@ ChannelSums channel_sums(const Func& terms, const Expr& spatial, const Expr& bat
         f(cs.k, cs.c, cs.g) = Tuple(0.0f, 0.0f);
         f(cs.k, cs.c, cs.g) = Tuple(f(cs.k, cs.c, cs.g)[0] + t[0], f(cs.k, cs.c, cs.g)[1] + t[1]);
         rvar = r.x;
+        if (group_rows) rows = r.y;
     };
-    chunk_sum(cs.full, "chunk_sums", cs.k * chunk, chunk, cs.r_full);
-    chunk_sum(cs.tail, "tail_sums", tail_start, spatial - tail_start, cs.r_tail);
+    chunk_sum(cs.full, "chunk_sums", cs.k * chunk, chunk, cs.r_full, cs.rows_full);
+    chunk_sum(cs.tail, "tail_sums", tail_start, spatial - tail_start, cs.r_tail, cs.rows_tail);
 
     RDom kg(0, full_chunks, 0, groups, "kg");
     RDom tg(0, groups, "tg");

@@ -5,6 +5,8 @@
 
 #include "bn_vocabulary.h"
 
+#include <optional>
+
 namespace bnforge_gen {
 
 // Statistics are accumulated in float32 over chunks of at most this many
@@ -30,7 +32,10 @@ struct ChannelSums {
     Func full;   // (k, c, g): float32 sums of chunk k of the rows of group g
     Func tail;   // (k, c, g), k = 0 only: float32 sums of the rest of those rows
     Func total;  // (c): float64 sums
-    RVar r_full, r_tail;  // along a row (a group's rows are the outer RVar)
+    RVar r_full, r_tail;  // along a row
+    // With grouped rows (the manual NCHW schedule), the RVars over a group's
+    // rows (outside r_full / r_tail); undefined otherwise.
+    std::optional<RVar> rows_full, rows_tail;
     Expr pairs_per_task;  // (channel, group) pairs per parallel task of a root schedule
     Var k{"k"}, c{"c"}, g{"g"};
 };

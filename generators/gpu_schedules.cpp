@@ -19,9 +19,10 @@ void schedule_channel_outputs_gpu(const std::vector<Func>& outputs, const Var& c
     }
 }
 
-void schedule_channel_rows_gpu(Func f, const Var& c, const Var& row) {
+void schedule_channel_rows_gpu(Func f, const Var& c, const Var& row, Func per_thread) {
     Var co("co"), ci("ci");
     f.compute_root().reorder(row, c).unroll(row).gpu_tile(c, co, ci, kGpuWarp, TailStrategy::GuardWithIf);
+    if (per_thread.defined()) per_thread.compute_at(f, ci);
 }
 
 void schedule_scalar_gpu(Func f) {
@@ -29,57 +30,66 @@ void schedule_scalar_gpu(Func f) {
     for (int u = 0; u < f.num_update_definitions(); u++) f.update(u).gpu_single_thread();
 }
 
-void schedule_channel_sums_gpu(ChannelSums& cs, Layout layout) {
-    auto schedule = [&](Func& f, const RVar& r) {
+void schedule_channel_sums_gpu(ChannelSums& cs, Layout layout, Func rows_out, const Var& c, const Var& row) {
+    auto schedule = [&](Func& f, const RVar& r, const std::optional<RVar>& rows) {
         f.compute_root();
         if (layout == Layout::NCHW) {
-            RVar ro("ro"), ri("ri");
+            // kGpuReduceLanes threads share a chunk: a group's rows and the
+            // positions along them as one index (rows of 7x7 give a warp two
+            // and a half rows), a few values per thread, then one thread adds
+            // the lanes' partials.
+            RVar along = r, ro("ro"), ri("ri");
+            if (rows) {
+                along = RVar("rf");
+                f.update().fuse(r, *rows, along);
+            }
             Var u("u"), kc("kc");
-            f.update().split(r, ro, ri, kGpuWarp, TailStrategy::GuardWithIf);
+            f.update().split(along, ro, ri, kGpuReduceLanes, TailStrategy::GuardWithIf);
             Func lanes = f.update().rfactor(ri, u);
             f.fuse(cs.k, cs.c, kc).gpu_blocks(kc, cs.g);
             f.update().fuse(cs.k, cs.c, kc).gpu_blocks(kc, cs.g);
             lanes.compute_at(f, kc).gpu_threads(u);
             lanes.update().gpu_threads(u);
         } else {
+            // Both definitions over the whole (c, k, g) grid: one launch each
+            // (tiling c alone left k and g as host loops, a launch per point).
             Var co("co"), ci("ci");
-            f.gpu_tile(cs.c, co, ci, kGpuWarp, TailStrategy::GuardWithIf);
-            f.update().split(cs.c, co, ci, kGpuWarp, TailStrategy::GuardWithIf).reorder(ci, co, cs.k, cs.g);
-            f.update().gpu_blocks(co, cs.k, cs.g).gpu_threads(ci);
+            for (Stage stage : {Stage(f), f.update()}) {
+                stage.split(cs.c, co, ci, kGpuWarp, TailStrategy::GuardWithIf)
+                    .reorder(ci, co, cs.k, cs.g)
+                    .gpu_blocks(co, cs.k, cs.g)
+                    .gpu_threads(ci);
+            }
         }
     };
-    schedule(cs.full, cs.r_full);
-    schedule(cs.tail, cs.r_tail);
-    schedule_channels_gpu(cs.total, cs.c);
+    schedule(cs.full, cs.r_full, cs.rows_full);
+    schedule(cs.tail, cs.r_tail, cs.rows_tail);
+    schedule_channel_rows_gpu(rows_out, c, row, cs.total);
 }
 
-Var schedule_elementwise_gpu(Func f, const Var& d0, const Var& d1, const Var& n, bool mask_rows) {
-    Var row("row"), t("t"), blk("blk"), thr("thr"), rest("rest"), u("u");
-    if (mask_rows) {
-        Var m("m"), ni("ni");
-        f.split(n, m, ni, kMaskRows, TailStrategy::GuardWithIf)
-            .fuse(d0, d1, row)
-            .fuse(row, m, t)
-            .reorder(ni, t)
-            .unroll(ni)
-            .gpu_tile(t, blk, thr, kGpuElementThreads, TailStrategy::GuardWithIf);
-        return thr;
-    }
-    const int per_thread = 4;
-    f.fuse(d0, d1, row)
-        .fuse(row, n, t)
-        .split(t, blk, rest, kGpuElementThreads * per_thread, TailStrategy::GuardWithIf)
-        .split(rest, u, thr, kGpuElementThreads)
-        .reorder(u, thr, blk)
-        .unroll(u)
-        .gpu_blocks(blk)
-        .gpu_threads(thr);
-    return thr;
+Var schedule_elementwise_gpu(Func f, const Var& d0, const Var& d1, const Var& n) {
+    Var d0o("d0o"), d0i("d0i"), d1o("d1o"), d1i("d1i"), no("no"), ni("ni"), b("b");
+    f.split(d0, d0o, d0i, kGpuWarp, TailStrategy::GuardWithIf)
+        .split(d1, d1o, d1i, kGpuElementThreads / kGpuWarp, TailStrategy::GuardWithIf)
+        .split(n, no, ni, kMaskRows, TailStrategy::GuardWithIf)
+        .reorder(ni, d0i, d1i, d0o, d1o, no)
+        .unroll(ni)
+        .fuse(d0o, d1o, b)
+        .fuse(b, no, b)
+        .gpu_blocks(b)
+        .gpu_threads(d0i, d1i);
+    return d0i;
 }
 
 void schedule_mask_gpu(Func mask, Func main, const Var& d0, const Var& d1, const Var& m, const Var& at) {
-    Var row("row"), t("t"), blk("blk"), thr("thr");
-    mask.fuse(d0, d1, row).fuse(row, m, t).gpu_tile(t, blk, thr, kGpuElementThreads, TailStrategy::GuardWithIf);
+    Var d0o("d0o"), d0i("d0i"), d1o("d1o"), d1i("d1i"), b("b");
+    mask.split(d0, d0o, d0i, kGpuWarp, TailStrategy::GuardWithIf)
+        .split(d1, d1o, d1i, kGpuElementThreads / kGpuWarp, TailStrategy::GuardWithIf)
+        .reorder(d0i, d1i, d0o, d1o, m)
+        .fuse(d0o, d1o, b)
+        .fuse(b, m, b)
+        .gpu_blocks(b)
+        .gpu_threads(d0i, d1i);
     mask.compute_with(main, at);
 }
 

@@ -12,6 +12,7 @@
 
 #include <dlpack/dlpack.h>
 
+#include "cuda_driver.h"
 #include "kernels.h"
 #include "test_util.h"
 
@@ -298,6 +299,99 @@ TEST(CudaTensor, DLPackKeepsTheDevice) {
     Tensor back = Tensor::from_dlpack(m);  // zero-copy: the same device address
     EXPECT_EQ(back.raw_data(), t.raw_data());
     EXPECT_EQ(back.device(), Device::cuda(0));
+}
+
+// Two modules whose calls are interleaved on two CUDA streams (set_cuda_stream
+// before each call, as a framework with one stream per branch would) give the
+// bits of the same modules run one after the other on the default stream:
+// forward, backward, running statistics and parameter gradients over 3 steps.
+// Non-blocking streams: nothing orders them against each other or the legacy
+// stream, so a kernel that ran on the wrong stream, or a buffer reused across
+// streams before its reader finished, would show as a race.
+struct StreamResults {
+    std::vector<std::vector<double>> values;
+    bool operator==(const StreamResults& o) const { return values == o.values; }
+};
+
+StreamResults interleaved_steps(void* stream_a, void* stream_b) {
+    const Device cuda = Device::cuda(0);
+    const std::vector<int64_t> shape_a = {8, 16, 14, 14}, shape_b = {4, 32, 7, 7};
+    BatchNorm2d a(BatchNormOptions::pytorch(shape_a[1]).device(cuda));
+    FusedBatchNorm2d b(BatchNormOptions::oneflow(shape_b[1]).layout(Layout::NHWC).device(cuda));
+    std::mt19937 rng(17);
+    auto batch = [&](const std::vector<int64_t>& shape, double scale, Layout layout) {
+        return testutil::tensor_from(testutil::random_batch(rng, testutil::ref_shape(shape), scale), shape,
+                                     DType::Float32, layout)
+            .to(cuda);
+    };
+    const Tensor xa = batch(shape_a, 3.0, Layout::NCHW), dya = batch(shape_a, 0.5, Layout::NCHW);
+    const Tensor xb = batch(shape_b, 3.0, Layout::NHWC), zb = batch(shape_b, 0.5, Layout::NHWC),
+                 dyb = batch(shape_b, 0.5, Layout::NHWC);
+    Tensor ya, dxa, yb, dxb;
+    for (int step = 0; step < 3; step++) {
+        set_cuda_stream(stream_a);
+        ya = a.forward(xa);
+        set_cuda_stream(stream_b);
+        yb = b.forward(xb, &zb);
+        set_cuda_stream(stream_a);
+        dxa = a.backward(dya);
+        set_cuda_stream(stream_b);
+        dxb = b.backward(dyb).dx;
+    }
+    const testutil::CudaDriver* drv = testutil::CudaDriver::get();
+    EXPECT_TRUE(drv->synchronize(stream_a) && drv->synchronize(stream_b));
+    set_cuda_stream(nullptr);
+    StreamResults r;
+    for (const Tensor* t : {&ya, &dxa, &a.running_mean(), &a.running_var(), &a.weight_grad(), &a.bias_grad(), &yb,
+                            &dxb, &b.running_mean(), &b.running_var(), &b.weight_grad(), &b.bias_grad()})
+        r.values.push_back(values(*t));
+    return r;
+}
+
+TEST(CudaStreams, TwoModulesOnTwoStreamsMatchOneAfterTheOther) {
+    SKIP_WITHOUT(Device::cuda(0));
+    const testutil::CudaDriver* drv = testutil::CudaDriver::get();
+    ASSERT_NE(drv, nullptr);
+    ASSERT_TRUE(drv->make_primary_current(0));
+    // Poisoning a new tensor is a copy on the legacy stream, which a
+    // non-blocking stream does not wait for: not what this test is about.
+    struct Unpoisoned {
+        Unpoisoned() { poison_new_tensors(false); }
+        ~Unpoisoned() { poison_new_tensors(true); }
+    } unpoisoned;
+    void* s1 = drv->create_stream();
+    void* s2 = drv->create_stream();
+    ASSERT_TRUE(s1 && s2);
+    const StreamResults one_after_the_other = interleaved_steps(nullptr, nullptr);
+    const StreamResults two_streams = interleaved_steps(s1, s2);
+    drv->destroy(s1);
+    drv->destroy(s2);
+    ASSERT_EQ(two_streams.values.size(), 12u);
+    for (size_t i = 0; i < two_streams.values.size(); i++) {
+        EXPECT_EQ(two_streams.values[i], one_after_the_other.values[i]) << "result " << i;
+        for (double v : two_streams.values[i]) ASSERT_TRUE(std::isfinite(v)) << "result " << i;
+    }
+}
+
+// A module on device 1 while device 0's context is current on the thread:
+// bnforge makes device 1 current for its own calls only.
+TEST(CudaDevices, ModuleOnDevice1WhileDevice0IsCurrent) {
+    if (cuda_device_count() < 2) GTEST_SKIP() << "needs two CUDA devices, the machine has " << cuda_device_count();
+    const testutil::CudaDriver* drv = testutil::CudaDriver::get();
+    ASSERT_TRUE(drv && drv->make_primary_current(0));
+    const std::vector<int64_t> shape = {4, 8, 5, 5};
+    std::mt19937 rng(5);
+    const Tensor x = testutil::tensor_from(testutil::random_batch(rng, testutil::ref_shape(shape), 2.0), shape);
+    const Tensor dy = testutil::tensor_from(testutil::random_batch(rng, testutil::ref_shape(shape), 0.5), shape);
+    BatchNorm2d on_cpu(BatchNormOptions::pytorch(shape[1]));
+    BatchNorm2d on_1(BatchNormOptions::pytorch(shape[1]).device(Device::cuda(1)));
+    const std::vector<double> y_cpu = values(on_cpu.forward(x)), dx_cpu = values(on_cpu.backward(dy));
+    const Tensor y1 = on_1.forward(x.to(Device::cuda(1)));
+    const Tensor dx1 = on_1.backward(dy.to(Device::cuda(1)));
+    EXPECT_EQ(y1.device(), Device::cuda(1));
+    EXPECT_LT(relative_error(values(y1), y_cpu), 1e-5);
+    EXPECT_LT(relative_error(values(dx1), dx_cpu), 1e-4);
+    EXPECT_LT(relative_error(values(on_1.running_var()), values(on_cpu.running_var())), 1e-6);
 }
 
 }  // namespace
