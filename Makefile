@@ -1,6 +1,7 @@
 # Thin wrapper: set up (idempotent), configure, build, run.
 #   make demo   — install what is missing, build, run the demo
 #   make test   — install what is missing, build, run the whole test suite
+#   make fuzz   — the fuzzers for FUZZ_SECONDS each (default 300)
 VENV   := .venv
 BUILD  ?= build
 JOBS   ?= $(shell nproc)
@@ -9,7 +10,7 @@ CTEST  := $(VENV)/bin/ctest
 PREFIX ?= $(CURDIR)/_install
 CMAKE_ARGS ?=
 
-.PHONY: all setup configure build demo test bench install golden clean
+.PHONY: all setup configure build demo test fuzz bench install golden clean
 all: build
 
 setup:
@@ -28,6 +29,12 @@ demo: build
 
 test: build
 	@$(CTEST) --test-dir $(BUILD) -j $(JOBS) --output-on-failure --timeout 900
+
+# The libFuzzer harnesses (fuzz/), each for FUZZ_SECONDS; `make test` runs them for 12 s each.
+FUZZ_SECONDS ?= 300
+FUZZ_HARNESSES ?=
+fuzz: build
+	@tools/fuzz.sh $(BUILD) $(FUZZ_SECONDS) $(FUZZ_HARNESSES)
 
 # The CPU benchmark against PyTorch, oneDNN and the copy floor; installs the
 # peers, runs everything in one process, then SyncBatchNorm's cost under mpirun

@@ -237,7 +237,8 @@ void BatchNormBase::load_state_dict(const StateDict& state, bool strict) {
     for (const auto& [name, t] : expected) {
         if (!state.count(name)) missing.push_back(name);
     }
-    for (const auto& [name, t] : state) {
+    for (const auto& entry : state) {
+        const std::string& name = entry.first;  // a lambda may not capture a structured binding before C++20
         const bool known = std::any_of(expected.begin(), expected.end(), [&](const auto& e) { return e.first == name; });
         if (!known) unexpected.push_back(name);
     }

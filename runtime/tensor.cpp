@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -144,7 +145,7 @@ void check_strides(const std::vector<int64_t>& shape, const std::vector<int64_t>
             fail(std::string(who) + ": strides of shape " + shape_str(shape) + " overflow int64");
     }
     int64_t bytes = 0;
-    if (__builtin_mul_overflow(last + 1, static_cast<int64_t>(element_size(dtype)), &bytes))
+    if (__builtin_add_overflow(last, 1, &last) || __builtin_mul_overflow(last, static_cast<int64_t>(element_size(dtype)), &bytes))
         fail(std::string(who) + ": strides of shape " + shape_str(shape) + " overflow int64");
 }
 
@@ -323,17 +324,24 @@ DLDataType dtype_to_dlpack(DType dtype) {
 }
 
 // Host-visible memory only: pinned host memory is ordinary CPU memory to us.
-Device device_from_dlpack(DLDevice device) {
-    switch (device.device_type) {
+// The device type is read as the integer a producer wrote: a value this
+// dlpack.h does not list (a newer DLPack's device) is no DLDeviceType here.
+Device device_from_dlpack(const DLDevice& device) {
+    int32_t type = 0;
+    static_assert(sizeof(device.device_type) == sizeof(type));
+    std::memcpy(&type, &device.device_type, sizeof type);
+    switch (type) {
         case kDLCPU:
         case kDLCUDAHost: return Device::cpu();
         case kDLCUDA: {
+            if (device.device_id < 0)
+                fail("from_dlpack: device_id " + std::to_string(device.device_id) + " is negative");
             const Device cuda = Device::cuda(device.device_id);
             check_device_supported(cuda, "from_dlpack");
             return cuda;
         }
         default:
-            fail("from_dlpack: device_type " + std::to_string(static_cast<int>(device.device_type)) +
+            fail("from_dlpack: device_type " + std::to_string(type) +
                  " is not supported, expected kDLCPU (1), kDLCUDA (2) or kDLCUDAHost (3)");
     }
 }
@@ -435,6 +443,12 @@ Tensor Tensor::from_dlpack(DLManagedTensor* managed) {
         dl.strides ? std::vector<int64_t>(dl.strides, dl.strides + dl.ndim) : contiguous_strides(shape, Layout::NCHW);
     check_strides(shape, strides, dtype, "from_dlpack");
     if (!dl.data && numel > 0) fail("from_dlpack: data is null for shape " + shape_str(shape));
+    // The view starts byte_offset bytes past data: that address must exist
+    // (computing it as a pointer past the address space is undefined).
+    uint64_t start = 0;
+    if (dl.byte_offset > static_cast<uint64_t>(INT64_MAX) ||
+        __builtin_add_overflow(static_cast<uint64_t>(reinterpret_cast<uintptr_t>(dl.data)), dl.byte_offset, &start))
+        fail("from_dlpack: byte_offset " + std::to_string(dl.byte_offset) + " puts the data past the address space");
 
     // Ownership transfers only once nothing can throw any more, so a caller
     // whose import failed still owns `managed` and must release it itself.
@@ -449,7 +463,7 @@ Tensor Tensor::from_dlpack(DLManagedTensor* managed) {
 
     Tensor t;
     t.layout_ = infer_layout(shape, strides);
-    t.data_ = static_cast<char*>(dl.data) + dl.byte_offset;
+    t.data_ = reinterpret_cast<void*>(static_cast<uintptr_t>(start));
     t.shape_ = std::move(shape);
     t.strides_ = std::move(strides);
     t.storage_ = std::move(storage);

@@ -399,6 +399,9 @@ TEST(FromBlob, Errors) {
                           "from_blob: strides has 1 entries, expected 2");
     EXPECT_ERROR_CONTAINS(
         Tensor::from_blob_strided(x, {2, 2}, {int64_t{1} << 62, 1}, DType::Float32, Device::cpu()), "overflow");
+    // Found by fuzz/fuzz_strided: the furthest element exactly at INT64_MAX (its count overflowed by one).
+    EXPECT_ERROR_CONTAINS(Tensor::from_blob_strided(x, {2, 2}, {INT64_MAX, 0}, DType::UInt8, Device::cpu()),
+                          "overflow");
 }
 
 // ---- DLPack ------------------------------------------------------------------
@@ -507,6 +510,13 @@ TEST(DLPack, FailedImportLeavesOwnershipWithCaller) {
         {"negative shape", [](DLTensor& t) { t.shape[1] = -3; }, "from_dlpack: shape[1] = -3, expected >= 0"},
         {"negative stride", [](DLTensor& t) { t.strides[0] = -2; }, "from_dlpack: strides[0] = -2, expected >= 0"},
         {"null data", [](DLTensor& t) { t.data = nullptr; }, "from_dlpack: data is null"},
+        // Found by fuzz/fuzz_dlpack: a device type this dlpack.h does not list
+        // (read as an integer, not loaded as an invalid enum), and offsets
+        // that put the data past the address space.
+        {"device type 99", [](DLTensor& t) { int32_t v = 99; std::memcpy(&t.device.device_type, &v, sizeof v); },
+         "from_dlpack: device_type 99 is not supported"},
+        {"negative device id", [](DLTensor& t) { t.device = {kDLCUDA, -1}; }, "from_dlpack: device_id -1 is negative"},
+        {"huge byte offset", [](DLTensor& t) { t.byte_offset = ~uint64_t{0}; }, "past the address space"},
     };
     for (const Case& c : cases) {
         SCOPED_TRACE(c.name);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what bnforge needs to build and test, idempotently:
-#   Debian packages with apt-get (only the missing ones), then Halide 21 and
+#   Debian packages with apt-get (only the missing ones; clang and its
+#   compiler-rt for the libFuzzer harnesses), then Halide 21 and
 #   CMake >= 3.28 from PyPI into the project's virtual environment (.venv).
 # Usage: tools/setup.sh [base|dev|bench]   (dev adds golden-data tools)
 set -euo pipefail
@@ -9,7 +10,7 @@ cd "$(dirname "$0")/.."
 profile=${1:-base}
 pkgs=(g++ make ninja-build python3-venv libgtest-dev googletest libbenchmark-dev
       libopenmpi-dev openmpi-bin libdlpack-dev nlohmann-json3-dev
-      pocl-opencl-icd ocl-icd-libopencl1)
+      pocl-opencl-icd ocl-icd-libopencl1 clang libclang-rt-14-dev)
 case "$profile" in
   dev)   pkgs+=(python3-torch python3-numpy) ;;
   bench) pkgs+=(libtorch-dev libdnnl-dev gnuplot-nox) ;;
