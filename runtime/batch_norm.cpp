@@ -7,7 +7,9 @@
 #include "kernels.h"
 
 #include <algorithm>
+#include <atomic>
 #include <map>
+#include <thread>
 
 namespace bnforge {
 
@@ -18,6 +20,37 @@ struct BatchNormBase::Hooks {
     int next_id = 0;
     std::map<int, ForwardPreHook> pre;
     std::map<int, ForwardHook> post;
+};
+
+// A module is not thread-safe (its calls change the saved context, the
+// running statistics and the gradients), so a call from a second thread
+// while one is running is refused with an Error instead of racing. The
+// running thread may re-enter (a hook that calls state_dict()).
+struct BatchNormBase::Exclusive {
+    std::atomic<std::thread::id> owner{};
+    int depth = 0;  // changed by the owner only
+};
+
+class ExclusiveCall {
+public:
+    ExclusiveCall(const BatchNormBase& module, const char* call) : e_(*module.exclusive_) {
+        const std::thread::id me = std::this_thread::get_id();
+        std::thread::id none{};
+        const bool ours = e_.owner.load(std::memory_order_acquire) == me ||
+                          e_.owner.compare_exchange_strong(none, me, std::memory_order_acquire);
+        BNF_CHECK(ours, module.name() << "." << call << ": another thread is inside a call of this module; a "
+                                      << "module's calls must not overlap (give each thread its own module, or "
+                                      << "serialize the calls)");
+        e_.depth++;
+    }
+    ~ExclusiveCall() {
+        if (--e_.depth == 0) e_.owner.store(std::thread::id{}, std::memory_order_release);
+    }
+    ExclusiveCall(const ExclusiveCall&) = delete;
+    ExclusiveCall& operator=(const ExclusiveCall&) = delete;
+
+private:
+    BatchNormBase::Exclusive& e_;
 };
 
 namespace {
@@ -62,7 +95,8 @@ std::string ranks_string(const std::vector<int64_t>& ranks) {
 }  // namespace
 
 BatchNormBase::BatchNormBase(BatchNormOptions options, std::string name, std::vector<int64_t> ranks)
-    : options_(std::move(options)), name_(std::move(name)), ranks_(std::move(ranks)), hooks_(std::make_shared<Hooks>()) {
+    : options_(std::move(options)), name_(std::move(name)), ranks_(std::move(ranks)), hooks_(std::make_shared<Hooks>()),
+      exclusive_(std::make_unique<Exclusive>()) {
     validate_options(options_, name_);
     const auto shape = param_shape(options_);
     if (options_.affine()) {
@@ -118,6 +152,7 @@ bool BatchNormBase::uses_batch_statistics() const {
 }
 
 Tensor BatchNormBase::forward_impl(const Tensor& x, const Tensor* addend, Activation activation) {
+    const ExclusiveCall exclusive(*this, "forward");
     const bool synchronized = uses_batch_statistics() && synchronizes_statistics();
     try {
         validate_input(x, "input");
@@ -172,6 +207,7 @@ functional::RunningUpdate BatchNormBase::running_update() const {
 }
 
 functional::InputGrads BatchNormBase::backward_impl(const Tensor& dy) {
+    const ExclusiveCall exclusive(*this, "backward");
     // Without a forward, this process cannot know whether the others reduce:
     // it joins when its module would synchronise now.
     const bool synchronized = saved_ ? saved_synchronized_ : uses_batch_statistics() && synchronizes_statistics();
@@ -223,6 +259,7 @@ NamedTensors BatchNormBase::named_buffers() const {
 }
 
 StateDict BatchNormBase::state_dict() const {
+    const ExclusiveCall exclusive(*this, "state_dict");
     StateDict sd;
     for (const auto& [name, t] : named_parameters()) sd[name] = t.clone();
     for (const auto& [name, t] : named_buffers()) sd[name] = t.clone();
@@ -230,6 +267,7 @@ StateDict BatchNormBase::state_dict() const {
 }
 
 void BatchNormBase::load_state_dict(const StateDict& state, bool strict) {
+    const ExclusiveCall exclusive(*this, "load_state_dict");
     NamedTensors expected = named_parameters();
     for (auto& b : named_buffers()) expected.push_back(b);
 
@@ -288,17 +326,20 @@ void BatchNormBase::load_state_dict(const StateDict& state, bool strict) {
 }
 
 void BatchNormBase::zero_grad() {
+    const ExclusiveCall exclusive(*this, "zero_grad");
     if (weight_grad_.defined()) weight_grad_.fill_(0);
     if (bias_grad_.defined()) bias_grad_.fill_(0);
 }
 
 void BatchNormBase::reset_running_stats() {
+    const ExclusiveCall exclusive(*this, "reset_running_stats");
     if (running_mean_.defined()) running_mean_.fill_(0);
     if (running_var_.defined()) running_var_.fill_(1);
     if (num_batches_tracked_.defined()) num_batches_tracked_.fill_(0);
 }
 
 void BatchNormBase::reset_parameters() {
+    const ExclusiveCall exclusive(*this, "reset_parameters");
     reset_running_stats();
     if (weight_.defined()) weight_.fill_(1);
     if (bias_.defined()) bias_.fill_(0);

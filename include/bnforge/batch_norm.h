@@ -100,6 +100,8 @@ protected:
 
 private:
     struct Hooks;
+    struct Exclusive;
+    friend class ExclusiveCall;
     void validate_input(const Tensor& x, const char* arg) const;
     bool uses_batch_statistics() const;
     // The running-statistics update of a training forward that tracks them, by this module's convention.
@@ -114,6 +116,7 @@ private:
     std::optional<functional::SavedContext> saved_;
     bool saved_synchronized_ = false;  // saved_ holds group statistics: backward reduces its sums
     std::shared_ptr<Hooks> hooks_;
+    std::unique_ptr<Exclusive> exclusive_;  // which thread is inside a call (see ExclusiveCall)
 };
 
 // Ranks 2 and 3: (N, C) and (N, C, L).
