@@ -30,10 +30,20 @@ public:
     ProcessGroup(const ProcessGroup&) = delete;
     ProcessGroup& operator=(const ProcessGroup&) = delete;
 
+    struct MpiOptions {
+        // A collective that has not completed by then throws bnforge::Error (a
+        // peer died, or stopped making the same calls) instead of hanging. The
+        // group is unusable afterwards (MPI cannot cancel a collective): report
+        // the error and end the process, with MPI_Abort rather than
+        // MPI_Finalize, which could wait for the collective forever.
+        std::chrono::milliseconds timeout{std::chrono::minutes(5)};
+    };
     // The ranks of `comm`, over a private duplicate of it (so bnforge's
     // messages never meet the application's). Collective over `comm`.
-    // MPI must be initialised (MPI_Init), except for the default WORLD.
+    // MPI must be initialised (MPI_Init), except for the default WORLD
+    // (which, with default options, is world()).
     static std::shared_ptr<ProcessGroup> mpi(MPI_Comm comm = MPI_COMM_WORLD);
+    static std::shared_ptr<ProcessGroup> mpi(MPI_Comm comm, MpiOptions options);
 
     // Every process of the job (MPI_COMM_WORLD), shared by all callers.
     // Initialises MPI (MPI_THREAD_FUNNELED) if the application has not, and

@@ -2,9 +2,13 @@
 
 #include "check.h"
 
+#include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cstdlib>
 #include <mutex>
+#include <thread>
+#include <vector>
 
 namespace bnforge {
 
@@ -55,8 +59,8 @@ constexpr size_t kMaxMpiCount = INT_MAX / 2;
 
 }  // namespace
 
-MpiProcessGroup::MpiProcessGroup(MPI_Comm comm)
-    : ProcessGroup(comm_rank(comm), comm_size(comm)), comm_(comm) {}
+MpiProcessGroup::MpiProcessGroup(MPI_Comm comm, std::chrono::milliseconds timeout)
+    : ProcessGroup(comm_rank(comm), comm_size(comm)), comm_(comm), timeout_(timeout) {}
 
 MpiProcessGroup::~MpiProcessGroup() {
     int finalized = 0;
@@ -75,19 +79,60 @@ MPI_Comm MpiProcessGroup::split_comm(const std::vector<int>& ranks) const {
 std::shared_ptr<ProcessGroup> MpiProcessGroup::split(const std::vector<int>& ranks) {
     MPI_Comm sub = split_comm(ranks);
     if (sub == MPI_COMM_NULL) return nullptr;
-    return std::make_shared<MpiProcessGroup>(sub);
+    return std::make_shared<MpiProcessGroup>(sub, timeout_);
 }
 
+void MpiProcessGroup::check_usable(const char* call) const {
+    BNF_CHECK(broken_.empty(), "ProcessGroup(mpi)::" << call << ": the group is unusable since " << broken_
+                                                     << " timed out; end the process (MPI_Abort)");
+}
+
+void MpiProcessGroup::wait(MPI_Request& request, const char* call) {
+    using clock = std::chrono::steady_clock;
+    const auto deadline = clock::now() + timeout_;
+    for (int polls = 0;; polls++) {
+        int done = 0;
+        check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE), call);
+        if (done) return;
+        if (clock::now() >= deadline) {
+            broken_ = call;
+            BNF_CHECK(false, "ProcessGroup(mpi): " << call << " did not complete within " << timeout_.count()
+                                                   << " ms: a peer died or stopped making the same calls; the group "
+                                                   << "is unusable, end the process (MPI_Abort)");
+        }
+        // Spin first (a collective between live peers completes in microseconds), then poll gently.
+        if (polls > 20000) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+}
+
+// The collectives run on buffers the group owns: after a timeout MPI may
+// still write them, so they are then left allocated on purpose.
 void MpiProcessGroup::all_gather(const double* send, double* recv, size_t count) {
+    check_usable("all_gather");
     BNF_CHECK(count <= kMaxMpiCount, "ProcessGroup(mpi)::all_gather: " << count << " values per rank is too many");
-    check_mpi(MPI_Allgather(send, static_cast<int>(count), MPI_DOUBLE, recv, static_cast<int>(count), MPI_DOUBLE, comm_),
-              "MPI_Allgather");
+    auto* buffers = new std::vector<double>(count * (1 + static_cast<size_t>(size())));
+    std::copy(send, send + count, buffers->begin());
+    MPI_Request request = MPI_REQUEST_NULL;
+    check_mpi(MPI_Iallgather(buffers->data(), static_cast<int>(count), MPI_DOUBLE, buffers->data() + count,
+                             static_cast<int>(count), MPI_DOUBLE, comm_, &request),
+              "MPI_Iallgather");
+    wait(request, "MPI_Iallgather");  // throws with `buffers` leaked, see above
+    std::copy(buffers->begin() + static_cast<std::ptrdiff_t>(count), buffers->end(), recv);
+    delete buffers;
 }
 
 void MpiProcessGroup::all_reduce_sum(double* data, size_t count) {
+    check_usable("all_reduce_sum");
     for (size_t done = 0; done < count; done += kMaxMpiCount) {
-        const int piece = static_cast<int>(std::min(count - done, kMaxMpiCount));
-        check_mpi(MPI_Allreduce(MPI_IN_PLACE, data + done, piece, MPI_DOUBLE, MPI_SUM, comm_), "MPI_Allreduce");
+        const size_t piece = std::min(count - done, kMaxMpiCount);
+        auto* buffer = new std::vector<double>(data + done, data + done + piece);
+        MPI_Request request = MPI_REQUEST_NULL;
+        check_mpi(MPI_Iallreduce(MPI_IN_PLACE, buffer->data(), static_cast<int>(piece), MPI_DOUBLE, MPI_SUM, comm_,
+                                 &request),
+                  "MPI_Iallreduce");
+        wait(request, "MPI_Iallreduce");
+        std::copy(buffer->begin(), buffer->end(), data + done);
+        delete buffer;
     }
 }
 
@@ -147,9 +192,15 @@ int ProcessGroup::split_position(const std::vector<int>& ranks) const {
 
 std::shared_ptr<ProcessGroup> ProcessGroup::mpi(MPI_Comm comm) {
     if (comm == MPI_COMM_WORLD) return world();
+    return mpi(comm, MpiOptions{});
+}
+
+std::shared_ptr<ProcessGroup> ProcessGroup::mpi(MPI_Comm comm, MpiOptions options) {
     detail::require_mpi_initialized("ProcessGroup::mpi");
     BNF_CHECK(comm != MPI_COMM_NULL, "ProcessGroup::mpi: comm is MPI_COMM_NULL");
-    return std::make_shared<detail::MpiProcessGroup>(detail::private_duplicate(comm));
+    BNF_CHECK(options.timeout.count() > 0,
+              "ProcessGroup::mpi: timeout is " << options.timeout.count() << " ms, expected > 0");
+    return std::make_shared<detail::MpiProcessGroup>(detail::private_duplicate(comm), options.timeout);
 }
 
 std::shared_ptr<ProcessGroup> ProcessGroup::world() {
@@ -170,7 +221,7 @@ std::shared_ptr<ProcessGroup> ProcessGroup::world() {
         });
     }
     detail::require_mpi_initialized("ProcessGroup::world");
-    world = std::make_shared<detail::MpiProcessGroup>(detail::private_duplicate(MPI_COMM_WORLD));
+    world = std::make_shared<detail::MpiProcessGroup>(detail::private_duplicate(MPI_COMM_WORLD), MpiOptions{}.timeout);
     return world;
 }
 

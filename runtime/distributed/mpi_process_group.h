@@ -7,7 +7,7 @@ namespace bnforge::detail {
 class MpiProcessGroup final : public ProcessGroup {
 public:
     // Takes ownership of `comm` (a communicator bnforge created: freed with it).
-    explicit MpiProcessGroup(MPI_Comm comm);
+    MpiProcessGroup(MPI_Comm comm, std::chrono::milliseconds timeout);
     ~MpiProcessGroup() override;
 
     std::string backend() const override { return "mpi"; }
@@ -21,7 +21,14 @@ public:
     MPI_Comm split_comm(const std::vector<int>& ranks) const;
 
 private:
+    // Completes a nonblocking collective on the group's own buffers, or
+    // throws when the timeout passes (the group is broken from then on).
+    void wait(MPI_Request& request, const char* call);
+    void check_usable(const char* call) const;
+
     MPI_Comm comm_;
+    std::chrono::milliseconds timeout_;
+    std::string broken_;  // the collective that timed out, once one has
 };
 
 // Throws bnforge::Error naming `call` and MPI's message unless rc == MPI_SUCCESS.

@@ -135,7 +135,7 @@ public:
         const int position = split_position(ranks);
         MPI_Comm sub = bootstrap_->split_comm(ranks);
         std::shared_ptr<MpiProcessGroup> sub_bootstrap;
-        if (sub != MPI_COMM_NULL) sub_bootstrap = std::make_shared<MpiProcessGroup>(sub);
+        if (sub != MPI_COMM_NULL) sub_bootstrap = std::make_shared<MpiProcessGroup>(sub, timeout_);
         check_cuda(cudaSetDevice(device_), "cudaSetDevice");
         ncclComm_t sub_comm = nullptr;
 #if BNF_NCCL_AT_LEAST(2, 18)
