@@ -96,6 +96,7 @@ void MpiProcessGroup::wait(MPI_Request& request, const char* call) {
         if (done) return;
         if (clock::now() >= deadline) {
             broken_ = call;
+            (void)new std::vector<double>(std::move(scratch_));  // MPI may still write it: never freed
             BNF_CHECK(false, "ProcessGroup(mpi): " << call << " did not complete within " << timeout_.count()
                                                    << " ms: a peer died or stopped making the same calls; the group "
                                                    << "is unusable, end the process (MPI_Abort)");
@@ -105,34 +106,32 @@ void MpiProcessGroup::wait(MPI_Request& request, const char* call) {
     }
 }
 
-// The collectives run on buffers the group owns: after a timeout MPI may
-// still write them, so they are then left allocated on purpose.
+// The collectives run on the group's own buffer: after a timeout MPI may
+// still write it, so it is then abandoned, never freed (see wait).
 void MpiProcessGroup::all_gather(const double* send, double* recv, size_t count) {
     check_usable("all_gather");
     BNF_CHECK(count <= kMaxMpiCount, "ProcessGroup(mpi)::all_gather: " << count << " values per rank is too many");
-    auto* buffers = new std::vector<double>(count * (1 + static_cast<size_t>(size())));
-    std::copy(send, send + count, buffers->begin());
+    scratch_.resize(count * (1 + static_cast<size_t>(size())));
+    std::copy(send, send + count, scratch_.begin());
     MPI_Request request = MPI_REQUEST_NULL;
-    check_mpi(MPI_Iallgather(buffers->data(), static_cast<int>(count), MPI_DOUBLE, buffers->data() + count,
+    check_mpi(MPI_Iallgather(scratch_.data(), static_cast<int>(count), MPI_DOUBLE, scratch_.data() + count,
                              static_cast<int>(count), MPI_DOUBLE, comm_, &request),
               "MPI_Iallgather");
-    wait(request, "MPI_Iallgather");  // throws with `buffers` leaked, see above
-    std::copy(buffers->begin() + static_cast<std::ptrdiff_t>(count), buffers->end(), recv);
-    delete buffers;
+    wait(request, "MPI_Iallgather");
+    std::copy(scratch_.begin() + static_cast<std::ptrdiff_t>(count), scratch_.end(), recv);
 }
 
 void MpiProcessGroup::all_reduce_sum(double* data, size_t count) {
     check_usable("all_reduce_sum");
     for (size_t done = 0; done < count; done += kMaxMpiCount) {
         const size_t piece = std::min(count - done, kMaxMpiCount);
-        auto* buffer = new std::vector<double>(data + done, data + done + piece);
+        scratch_.assign(data + done, data + done + piece);
         MPI_Request request = MPI_REQUEST_NULL;
-        check_mpi(MPI_Iallreduce(MPI_IN_PLACE, buffer->data(), static_cast<int>(piece), MPI_DOUBLE, MPI_SUM, comm_,
+        check_mpi(MPI_Iallreduce(MPI_IN_PLACE, scratch_.data(), static_cast<int>(piece), MPI_DOUBLE, MPI_SUM, comm_,
                                  &request),
                   "MPI_Iallreduce");
         wait(request, "MPI_Iallreduce");
-        std::copy(buffer->begin(), buffer->end(), data + done);
-        delete buffer;
+        std::copy(scratch_.begin(), scratch_.end(), data + done);
     }
 }
 

@@ -2,6 +2,10 @@
 #pragma once
 #include <bnforge/process_group.h>
 
+#include <chrono>
+#include <string>
+#include <vector>
+
 namespace bnforge::detail {
 
 class MpiProcessGroup final : public ProcessGroup {
@@ -28,7 +32,8 @@ private:
 
     MPI_Comm comm_;
     std::chrono::milliseconds timeout_;
-    std::string broken_;  // the collective that timed out, once one has
+    std::string broken_;           // the collective that timed out, once one has
+    std::vector<double> scratch_;  // the collectives' buffer (see all_gather)
 };
 
 // Throws bnforge::Error naming `call` and MPI's message unless rc == MPI_SUCCESS.
