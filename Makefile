@@ -10,7 +10,7 @@ CTEST  := $(VENV)/bin/ctest
 PREFIX ?= $(CURDIR)/_install
 CMAKE_ARGS ?=
 
-.PHONY: all setup configure build demo test fuzz bench install golden clean
+.PHONY: all setup configure build demo test fuzz soak bench install golden clean
 all: build
 
 setup:
@@ -35,6 +35,10 @@ FUZZ_SECONDS ?= 300
 FUZZ_HARNESSES ?=
 fuzz: build
 	@tools/fuzz.sh $(BUILD) $(FUZZ_SECONDS) $(FUZZ_HARNESSES)
+
+# 10,000 training steps over changing shapes and layouts; fails if resident memory grows after warm-up.
+soak: build
+	@$(BUILD)/bench/bnforge_soak --steps=10000
 
 # The CPU benchmark against PyTorch, oneDNN and the copy floor; installs the
 # peers, runs everything in one process, then SyncBatchNorm's cost under mpirun
