@@ -140,38 +140,55 @@ bool merged_spatial(const Tensor& x, int64_t& spatial, int64_t& inner_stride) {
 
 }  // namespace
 
+namespace {
+
+// The kernel buffer's dimensions of x in `kernel_layout`, each checked
+// against the kernels' 32-bit range (an Error naming `arg` and the value).
+void batch_dims(const Tensor& x, Layout kernel_layout, const char* arg, halide_dimension_t dims[3]) {
+    int64_t spatial = 1, inner = 1;
+    BNF_CHECK(merged_spatial(x, spatial, inner), arg << ": spatial dimensions are not one strided run");
+    const int64_t n = x.shape()[0], c = x.shape()[1];
+    const int64_t stride_n = x.strides()[0], stride_c = x.strides()[1];
+    if (kernel_layout == Layout::NCHW) {
+        BNF_CHECK(spatial == 1 || inner == 1, arg << ": NCHW kernels need spatial stride 1, got " << inner);
+        dims[0] = {0, checked_int32(spatial, arg, "spatial size"), 1, 0};
+        dims[1] = {0, checked_int32(c, arg, "channels"), checked_int32(stride_c, arg, "channel stride"), 0};
+    } else {
+        BNF_CHECK(c == 1 || stride_c == 1, arg << ": NHWC kernels need channel stride 1, got " << stride_c);
+        dims[0] = {0, checked_int32(c, arg, "channels"), 1, 0};
+        dims[1] = {0, checked_int32(spatial, arg, "spatial size"), checked_int32(inner, arg, "spatial stride"), 0};
+    }
+    dims[2] = {0, checked_int32(n, arg, "batch size"), checked_int32(stride_n, arg, "batch stride"), 0};
+}
+
+}  // namespace
+
 Layout kernel_layout_for(const Tensor& x, const char* arg) {
+    if (x.numel() == 0) return x.layout();  // no kernel reads an empty tensor, whatever its strides
     int64_t spatial = 1, inner = 1;
     BNF_CHECK(merged_spatial(x, spatial, inner),
               arg << ": spatial dimensions must be laid out as one strided run (dense H, W); got strides "
                   << format_shape(x.strides()));
     const int64_t channels = x.shape()[1];
+    // Every extent and stride the kernels will take is checked here, before any output is allocated.
+    auto checked = [&](Layout layout) {
+        halide_dimension_t dims[3];
+        batch_dims(x, layout, arg, dims);
+        return layout;
+    };
     // Memory that reads the same both ways goes to the kernel with the longer contiguous run.
-    if (spatial == 1) return Layout::NHWC;
-    if (channels == 1) return Layout::NCHW;
-    if (inner == 1) return Layout::NCHW;
-    if (x.strides()[1] == 1) return Layout::NHWC;
+    if (spatial == 1) return checked(Layout::NHWC);
+    if (channels == 1) return checked(Layout::NCHW);
+    if (inner == 1) return checked(Layout::NCHW);
+    if (x.strides()[1] == 1) return checked(Layout::NHWC);
     throw Error(std::string(arg) + ": unsupported strides " + format_shape(x.strides()) + " for shape " +
                 format_shape(x.shape()) + "; expected spatial stride 1 (NCHW) or channel stride 1 (NHWC)");
 }
 
 void make_batch_view(BatchView& view, const Tensor& x, Layout kernel_layout, const char* arg) {
-    int64_t spatial = 1, inner = 1;
-    BNF_CHECK(merged_spatial(x, spatial, inner), arg << ": spatial dimensions are not one strided run");
-    const int64_t n = x.shape()[0], c = x.shape()[1];
-    const int64_t stride_n = x.strides()[0], stride_c = x.strides()[1];
     view.kernel_layout = kernel_layout;
     view.dtype = x.dtype();
-    if (kernel_layout == Layout::NCHW) {
-        BNF_CHECK(spatial == 1 || inner == 1, arg << ": NCHW kernels need spatial stride 1, got " << inner);
-        view.dims[0] = {0, checked_int32(spatial, arg, "spatial size"), 1, 0};
-        view.dims[1] = {0, checked_int32(c, arg, "channels"), checked_int32(stride_c, arg, "channel stride"), 0};
-    } else {
-        BNF_CHECK(c == 1 || stride_c == 1, arg << ": NHWC kernels need channel stride 1, got " << stride_c);
-        view.dims[0] = {0, checked_int32(c, arg, "channels"), 1, 0};
-        view.dims[1] = {0, checked_int32(spatial, arg, "spatial size"), checked_int32(inner, arg, "spatial stride"), 0};
-    }
-    view.dims[2] = {0, checked_int32(n, arg, "batch size"), checked_int32(stride_n, arg, "batch stride"), 0};
+    batch_dims(x, kernel_layout, arg, view.dims);
     init_buffer(view.buf, x.raw_data(), x.device(), halide_type_of(x.dtype()), 3, view.dims);
     // The CUDA context hooks run the next kernel on the device of its tensors.
     if (x.device().is_cuda()) set_current_cuda_device(x.device().index);

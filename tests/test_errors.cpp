@@ -2,6 +2,7 @@
 // actual values, and leaves the module exactly as it was.
 #include <gtest/gtest.h>
 
+#include "check.h"
 #include "kernels.h"
 #include "test_util.h"
 
@@ -196,3 +197,79 @@ TEST(Errors, NanAndInfPropagateWithoutCrashing) {
 }
 
 }  // namespace
+
+// ---- Hostile sizes (issue 15, point 4) --------------------------------------
+
+// Extents and strides past the kernels' 32-bit range are refused before any
+// output is allocated or any kernel runs, naming the argument and the value.
+TEST(HostileSizes, ExtentsAndStridesPastTheKernelsRangeAreErrors) {
+    std::vector<float> storage(8, 1.5f);
+    BatchNorm2d bn = trained_module();
+    bn.eval();
+    const int64_t big = int64_t{1} << 31;
+    // Views over 8 floats that claim far more: the checks run before any element is read.
+    auto view = [&](std::vector<int64_t> shape, std::vector<int64_t> strides) {
+        return Tensor::from_blob_strided(storage.data(), std::move(shape), std::move(strides), DType::Float32,
+                                         Device::cpu());
+    };
+    // (1, 3, 2^16, 2^15), rows contiguous: 2^31 positions per channel.
+    expect_error(bn, [&] { bn.forward(view({1, C, int64_t{1} << 16, int64_t{1} << 15}, {0, 0, int64_t{1} << 15, 1})); },
+                 {"input", "spatial size 2147483648", "32-bit"});
+    // A channel stride of 2^31 elements.
+    expect_error(bn, [&] { bn.forward(view({1, C, 1, 2}, {0, big, 2, 1})); }, {"input", "2147483648", "32-bit"});
+    // A batch stride of 2^31 elements.
+    expect_error(bn, [&] { bn.forward(view({2, C, 1, 2}, {big, 2, 2, 1})); }, {"input", "2147483648", "32-bit"});
+    bn.train();
+    expect_error(bn, [&] { bn.forward(view({2, C, 1, 2}, {big, 2, 2, 1})); }, {"input", "2147483648", "32-bit"});
+    // Overlapping inputs are read-only like any other: two batch rows on the same memory.
+    const std::vector<double> y = values(bn.forward(view({2, C, 1, 2}, {0, 2, 2, 1})));
+    ASSERT_EQ(y.size(), static_cast<size_t>(2 * C * 2));
+    EXPECT_EQ(std::vector<double>(y.begin(), y.begin() + C * 2), std::vector<double>(y.begin() + C * 2, y.end()));
+}
+
+// Element counts past int64_t or size_t: refused where the tensor is made.
+TEST(HostileSizes, CountsThatOverflowAreErrors) {
+    const int64_t half = int64_t{1} << 32;
+    EXPECT_ERROR_CONTAINS(Tensor::empty({half, half}, DType::Float32), "overflows int64");
+    EXPECT_ERROR_CONTAINS(Tensor::empty({half, int64_t{1} << 30, 2}, DType::UInt8), "overflows int64");
+    std::vector<float> storage(4);
+    EXPECT_ERROR_CONTAINS(Tensor::from_blob_strided(storage.data(), {3, 3}, {INT64_MAX / 2, 1}, DType::Float32,
+                                                    Device::cpu()),
+                          "overflow");
+}
+
+// A zero-sized dimension in each position of (N, C, H, W), both layouts,
+// training and eval: C = 0 is an Error naming the channel count; any other
+// is an empty batch with PyTorch's behaviour (an empty output and dx, running
+// statistics kept, the batch counted in training), never a kernel on a
+// degenerate buffer.
+TEST(HostileSizes, ZeroSizedDimensionsInEveryPosition) {
+    for (Layout layout : {Layout::NCHW, Layout::NHWC})
+        for (int zero = 0; zero < 4; zero++)
+            for (bool training : {true, false}) {
+                std::vector<int64_t> shape = kShape;
+                shape[zero] = 0;
+                SCOPED_TRACE(std::string(to_string(layout)) + " shape " + detail::format_shape(shape) +
+                             (training ? " train" : " eval"));
+                BatchNorm2d bn = trained_module(BatchNormOptions::pytorch(C).layout(layout));
+                bn.train(training);
+                const Tensor x = Tensor::empty(shape, DType::Float32, Device::cpu(), layout);
+                if (zero == 1) {
+                    expect_error(bn, [&] { bn.forward(x); }, {"expected input with 3 channels", "got 0"});
+                    continue;
+                }
+                const Snapshot before(bn);
+                const Tensor y = bn.forward(x);
+                EXPECT_EQ(y.shape(), shape);
+                EXPECT_EQ(y.numel(), 0);
+                const Snapshot after(bn);
+                EXPECT_EQ(after.tensors.at("running_mean"), before.tensors.at("running_mean"));
+                EXPECT_EQ(after.tensors.at("running_var"), before.tensors.at("running_var"));
+                EXPECT_EQ(after.batches, before.batches + (training ? 1 : 0));
+                if (training) {
+                    const Tensor dx = bn.backward(Tensor::empty(shape, DType::Float32, Device::cpu(), layout));
+                    EXPECT_EQ(dx.shape(), shape);
+                    EXPECT_EQ(Snapshot(bn).tensors.at("weight"), before.tensors.at("weight"));
+                }
+            }
+}
