@@ -39,6 +39,39 @@ void check_addend(const Tensor* addend, Activation activation, const Tensor& x) 
     if (addend) check_same_geometry(*addend, x, "addend", "x");
 }
 
+// Whether two tensors reach a common byte. Host and CUDA tensors are
+// compared by address range; OpenCL handles are not addresses, so there
+// only the same storage counts.
+bool overlap(const Tensor& a, const Tensor& b) {
+    if (!a.defined() || !b.defined() || a.numel() == 0 || b.numel() == 0 || a.device() != b.device()) return false;
+    if (a.same_storage(b)) return true;
+    if (a.device().kind == Device::Kind::OpenCL) return false;
+    auto range = [](const Tensor& t) {
+        int64_t last = 0;
+        for (int64_t d = 0; d < t.dim(); d++) last += (t.shape()[d] - 1) * t.strides()[d];
+        const auto begin = reinterpret_cast<uintptr_t>(t.raw_data());
+        return std::make_pair(begin, begin + static_cast<uintptr_t>(last + 1) * element_size(t.dtype()));
+    };
+    const auto [a0, a1] = range(a);
+    const auto [b0, b1] = range(b);
+    return a0 < b1 && b0 < a1;
+}
+
+// The tensors a step writes in place must not share memory with one another
+// or with what it reads: the kernels would read values they had just written.
+void check_disjoint(const std::vector<std::pair<const char*, const Tensor*>>& written,
+                    const std::vector<std::pair<const char*, const Tensor*>>& read) {
+    for (size_t i = 0; i < written.size(); i++) {
+        for (size_t j = 0; j < i; j++)
+            BNF_CHECK(!overlap(*written[i].second, *written[j].second),
+                      written[i].first << " shares memory with " << written[j].first
+                                       << "; both are written in place and must be separate tensors");
+        for (const auto& [name, t] : read)
+            BNF_CHECK(!overlap(*written[i].second, *t),
+                      written[i].first << " shares memory with " << name << ", which the same step reads");
+    }
+}
+
 int64_t per_channel_count(const Tensor& x) { return x.shape()[1] == 0 ? 0 : x.numel() / x.shape()[1]; }
 
 Tensor filled(std::vector<int64_t> shape, DType dtype, double value, Device device) {
@@ -222,6 +255,11 @@ ForwardResult normalize_with_batch_stats(const Tensor& x, const Moments& moments
     const std::vector<int64_t> moments_shape = {detail::kMomentRows, channels};
     BNF_CHECK(!moments.rows.defined() || (moments.rows.shape() == moments_shape && moments.rows.device() == x.device()),
               "normalize_with_batch_stats: expected moments of " << channels << " channels on " << x.device().str());
+    if (update)
+        check_disjoint({{"running_mean", &update->running_mean},
+                        {"running_var", &update->running_var},
+                        {"num_batches_tracked", &update->num_batches_tracked}},
+                       {{"x", &x}, {"weight", &weight}, {"bias", &bias}, {"moments", &moments.rows}});
     const Affine a(weight, bias, channels, x.device());
     Moments empty;
     if (!moments.rows.defined()) empty.rows = zero_rows(detail::kMomentRows, channels, x.device());
@@ -279,6 +317,9 @@ InputGrads backward_input(const Tensor& dy, const SavedContext& saved, const Ten
     BNF_CHECK(sums.sums.defined() && sums.sums.shape() == sums_shape,
               "backward_input: expected sums of " << channels << " channels");
     const bool accumulates = grads && grads->weight_grad.defined();
+    if (accumulates)
+        check_disjoint({{"weight_grad", &grads->weight_grad}, {"bias_grad", &grads->bias_grad}},
+                       {{"dy", &dy}, {"weight", &weight}, {"sums", &sums.sums}, {"x", &x}});
     static const Tensor none;
     Tensor w_scratch;
     const Tensor& w = weight.defined() || accumulates

@@ -273,3 +273,37 @@ TEST(HostileSizes, ZeroSizedDimensionsInEveryPosition) {
                 }
             }
 }
+
+// State a step writes in place (running statistics, the batch counter,
+// gradient accumulators) sharing memory with another such tensor or with
+// what the step reads: an Error naming both, the tensors untouched.
+TEST(HostileSizes, StateWrittenInPlaceMustNotAliasAnything) {
+    using namespace functional;
+    const Tensor x = good_input();
+    const Moments moments = batch_moments(x);
+    const Tensor weight = channel_tensor({1.5, 0.5, 2.0}), bias = channel_tensor({0.1, -0.2, 0.3});
+    Tensor rm = channel_tensor({0.0, 0.0, 0.0}), rv = channel_tensor({1.0, 1.0, 1.0});
+    auto normalize = [&](RunningUpdate u) {
+        return normalize_with_batch_stats(x, moments, 1e-5, weight, bias, Activation::Identity, nullptr, &u);
+    };
+    EXPECT_ERROR_CONTAINS(normalize({rm, rm, Tensor(), 0.1}), "running_var shares memory with running_mean");
+    std::vector<float> memory(2 * C, 1.0f);  // two views, one float apart
+    const Tensor first = Tensor::from_blob(memory.data(), {C}, DType::Float32, Device::cpu());
+    const Tensor shifted = Tensor::from_blob(memory.data() + 1, {C}, DType::Float32, Device::cpu());
+    EXPECT_ERROR_CONTAINS(normalize({first, shifted, Tensor(), 0.1}), "running_var shares memory with running_mean");
+    EXPECT_ERROR_CONTAINS(normalize({weight, rv, Tensor(), 0.1}), "running_mean shares memory with weight");
+    EXPECT_EQ(values(weight), (std::vector<double>{1.5, 0.5, 2.0}));
+    EXPECT_EQ(values(rv), std::vector<double>(C, 1.0));
+    EXPECT_EQ(memory, std::vector<float>(2 * C, 1.0f));
+
+    const ForwardResult fwd = normalize({rm, rv, Tensor(), 0.1});  // separate tensors: fine
+    const Tensor dy = good_input(5);
+    const BackwardSums sums = backward_sums(dy, fwd.saved);
+    Tensor grad = channel_tensor({0.0, 0.0, 0.0});
+    const GradAccumulators same{grad, grad, nullptr};
+    EXPECT_ERROR_CONTAINS(backward_input(dy, fwd.saved, weight, sums, &same), "bias_grad shares memory with weight_grad");
+    const GradAccumulators onto_weight{weight, grad, nullptr};
+    EXPECT_ERROR_CONTAINS(backward_input(dy, fwd.saved, weight, sums, &onto_weight),
+                          "weight_grad shares memory with weight");
+    EXPECT_EQ(values(grad), std::vector<double>(C, 0.0));
+}
