@@ -10,7 +10,14 @@
 
 #include "test_util.h"
 
+#if BNFORGE_TEST_NCCL
+#include <cuda_runtime_api.h>
+#endif
+
+#include <atomic>
+#include <chrono>
 #include <numeric>
+#include <thread>
 
 namespace {
 
@@ -194,6 +201,45 @@ TEST(NcclProcessGroup, WorldOfOneOnTheGpu) {
                                    {BatchNormOptions::megengine(6).layout(layout), 6, 5, 9, 3, Device::cuda(0)}, 112);
     }
 }
+
+#if BNFORGE_TEST_NCCL
+// The NCCL group's deadline and abort on one GPU: a host function holds the
+// kernels' stream, so a collective ordered after it cannot run; the host
+// collective queued behind it must time out, abort the communicator, and
+// leave the group refusing further calls — as when a peer dies mid-step.
+void CUDART_CB hold_until_released(void* flag) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (!static_cast<std::atomic<bool>*>(flag)->load() && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+TEST(NcclProcessGroup, StuckCollectiveTimesOutAndAborts) {
+    if (world()->size() != 1) GTEST_SKIP() << "one NCCL rank per GPU: run with 1 rank";
+    std::shared_ptr<ProcessGroup> nccl;
+    try {
+        nccl = ProcessGroup::nccl(world(), {0, std::chrono::milliseconds(300)});
+    } catch (const Error& e) {
+        GTEST_SKIP() << "no usable GPU: " << e.what();
+    }
+    cudaStream_t held = nullptr;
+    ASSERT_EQ(cudaStreamCreateWithFlags(&held, cudaStreamNonBlocking), cudaSuccess);
+    std::atomic<bool> released{false};
+    ASSERT_EQ(cudaLaunchHostFunc(held, hold_until_released, &released), cudaSuccess);
+    void* previous = set_cuda_stream(held);
+    Tensor on_device = Tensor::empty({4}, DType::Float64, Device::cuda(0));
+    nccl->all_reduce_sum(on_device);  // ordered after the held stream: queued, not run
+    std::vector<double> host = {1.0, 2.0};
+    const auto start = std::chrono::steady_clock::now();
+    EXPECT_ERROR_CONTAINS(nccl->all_reduce_sum(host.data(), host.size()), "timed out after 300 ms");
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    EXPECT_LT(waited, 5.0) << "the deadline was 0.3 s";
+    EXPECT_ERROR_CONTAINS(nccl->all_reduce_sum(host.data(), host.size()), "the communicator was aborted");
+    released = true;
+    EXPECT_EQ(cudaStreamSynchronize(held), cudaSuccess);
+    set_cuda_stream(previous);
+    cudaStreamDestroy(held);
+}
+#endif
 
 TEST(SyncBatchNorm, EqualBatchesPyTorchConvention) {
     expect_matches_whole_batch(world(), world_split({4, 4}, {3, 3, 3}),
