@@ -4,6 +4,7 @@
 // kernel accepts without a copy.
 #pragma once
 #include <bnforge/dtype.h>
+#include <bnforge/tensor.h>
 
 #include <HalideRuntime.h>
 
@@ -11,6 +12,11 @@
 #include <cstdint>
 
 namespace bnforge::detail {
+
+// Whether two non-empty tensors on one device reach a common byte: by address
+// range on the host and CUDA; OpenCL handles are not addresses, so there only
+// the same storage counts.
+bool memory_overlaps(const Tensor& a, const Tensor& b);
 
 // Halide's interface for `device` (CUDA or OpenCL); an Error for the CPU or a
 // device kind this build has no kernels for.

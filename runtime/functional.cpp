@@ -1,6 +1,7 @@
 #include <bnforge/functional.h>
 
 #include "check.h"
+#include "device.h"
 #include "kernels.h"
 #include "one_pass.h"
 #include "pipelines.h"
@@ -39,22 +40,11 @@ void check_addend(const Tensor* addend, Activation activation, const Tensor& x) 
     if (addend) check_same_geometry(*addend, x, "addend", "x");
 }
 
-// Whether two tensors reach a common byte. Host and CUDA tensors are
-// compared by address range; OpenCL handles are not addresses, so there
-// only the same storage counts.
+// Whether two tensors share memory: a common byte (detail::memory_overlaps),
+// or the same storage even where the two views are disjoint — state written
+// in place gets tensors of its own.
 bool overlap(const Tensor& a, const Tensor& b) {
-    if (!a.defined() || !b.defined() || a.numel() == 0 || b.numel() == 0 || a.device() != b.device()) return false;
-    if (a.same_storage(b)) return true;
-    if (a.device().kind == Device::Kind::OpenCL) return false;
-    auto range = [](const Tensor& t) {
-        int64_t last = 0;
-        for (int64_t d = 0; d < t.dim(); d++) last += (t.shape()[d] - 1) * t.strides()[d];
-        const auto begin = reinterpret_cast<uintptr_t>(t.raw_data());
-        return std::make_pair(begin, begin + static_cast<uintptr_t>(last + 1) * element_size(t.dtype()));
-    };
-    const auto [a0, a1] = range(a);
-    const auto [b0, b1] = range(b);
-    return a0 < b1 && b0 < a1;
+    return detail::memory_overlaps(a, b) || (a.same_storage(b) && a.numel() > 0 && b.numel() > 0);
 }
 
 // The tensors a step writes in place must not share memory with one another

@@ -357,6 +357,18 @@ struct DLPackExport {
 
 }  // namespace
 
+namespace detail {
+
+bool memory_overlaps(const Tensor& a, const Tensor& b) {
+    if (!a.defined() || !b.defined() || a.numel() == 0 || b.numel() == 0 || a.device() != b.device()) return false;
+    if (a.device().kind == Device::Kind::OpenCL) return a.same_storage(b);
+    const auto sa = byte_span(a.raw_data(), a.shape(), a.strides(), a.dtype());
+    const auto sb = byte_span(b.raw_data(), b.shape(), b.strides(), b.dtype());
+    return sa.first < sb.second && sb.first < sa.second;
+}
+
+}  // namespace detail
+
 // ---- construction ---------------------------------------------------------
 
 std::vector<int64_t> contiguous_strides(const std::vector<int64_t>& shape, Layout layout) {
@@ -562,11 +574,9 @@ void Tensor::copy_(const Tensor& src) {
 
     // Reading and writing overlapping memory element by element could read
     // already-overwritten values; go through a private copy of the source.
-    const auto dst_span = byte_span(data_, shape_, strides_, dtype_);
-    const auto src_span = byte_span(src.data_, src.shape_, src.strides_, src.dtype_);
     const bool identical = data_ == src.data_ && strides_ == src.strides_ && dtype_ == src.dtype_;
     if (identical) return;
-    if (dst_span.first < src_span.second && src_span.first < dst_span.second) {
+    if (detail::memory_overlaps(*this, src)) {
         Tensor staged = empty(src.shape_, src.dtype_, src.device_, src.layout_);
         staged.copy_(src);
         copy_(staged);
