@@ -7,8 +7,12 @@
 // (the CUDA runtime API's), and the stream set with set_cuda_stream.
 #include <bnforge/runtime.h>
 
+#include "check.h"
 #include "device.h"
+#include "device_memory.h"
 #include "halide_hooks.h"
+#include "traffic.h"
+
 
 #include <HalideRuntimeCuda.h>
 
@@ -35,7 +39,9 @@ struct Driver {
     CUresult (*cuCtxPushCurrent)(CUcontext) = nullptr;
     CUresult (*cuCtxPopCurrent)(CUcontext*) = nullptr;
     CUresult (*cuDevicePrimaryCtxRetain)(CUcontext*, CUdevice) = nullptr;
-    bool initialised = false;
+    CUresult (*cuMemAlloc)(uint64_t*, size_t) = nullptr;
+    CUresult (*cuMemFree)(uint64_t) = nullptr;
+    CUresult (*cuStreamIsCapturing)(void*, int*) = nullptr;
 };
 
 template <class F>
@@ -57,7 +63,9 @@ const Driver* driver() {
                         resolve(lib, "cuCtxGetDevice", drv.cuCtxGetDevice) &&
                         resolve(lib, "cuCtxPushCurrent_v2", drv.cuCtxPushCurrent) &&
                         resolve(lib, "cuCtxPopCurrent_v2", drv.cuCtxPopCurrent) &&
-                        resolve(lib, "cuDevicePrimaryCtxRetain", drv.cuDevicePrimaryCtxRetain);
+                        resolve(lib, "cuDevicePrimaryCtxRetain", drv.cuDevicePrimaryCtxRetain) &&
+                        resolve(lib, "cuMemAlloc_v2", drv.cuMemAlloc) && resolve(lib, "cuMemFree_v2", drv.cuMemFree) &&
+                        resolve(lib, "cuStreamIsCapturing", drv.cuStreamIsCapturing);
         if (!ok || drv.cuInit(0) != 0) return nullptr;
         return &drv;
     }();
@@ -128,7 +136,78 @@ int get_stream(void*, void*, void** stream) {
     return 0;
 }
 
+// Device memory from the driver, in the context the cache names.
+class CudaMemoryDriver final : public detail::DeviceMemoryDriver {
+public:
+    uint64_t allocate(size_t bytes, void*) override {
+        // The caller (halide_cuda_device_malloc below) has made the context current.
+        uint64_t block = 0;
+        return driver()->cuMemAlloc(&block, bytes) == 0 ? block : 0;
+    }
+    void release(uint64_t block, void* context) override {
+        const Driver* d = driver();
+        if (d->cuCtxPushCurrent(context) != 0) return;  // the application destroyed its context: nothing to free
+        d->cuMemFree(block);
+        CUcontext popped = nullptr;
+        d->cuCtxPopCurrent(&popped);
+    }
+};
+
+// Never destroyed: tensors released by other static destructors still return their blocks.
+detail::DeviceBlockCache& device_memory() {
+    static auto* cache = new detail::DeviceBlockCache(*new CudaMemoryDriver);
+    return *cache;
+}
+
+thread_local std::shared_ptr<detail::GraphPoolState> t_pool;
+
+constexpr CUresult kCaptureImplicit = 906;  // CUDA_ERROR_STREAM_CAPTURE_IMPLICIT
+enum CaptureStatus { kCaptureNone = 0, kCaptureActive = 1, kCaptureInvalidated = 2 };
+
 }  // namespace
+
+// bnforge's replacements for the weak definitions in Halide's CUDA runtime:
+// every device allocation of the kernels and of tensors goes through the
+// block cache above (device_memory.h says why).
+extern "C" int halide_cuda_device_malloc(void* user_context, halide_buffer_t* buf) {
+    if (buf->device) return 0;
+    void* ctx = nullptr;
+    if (const int rc = acquire_context(user_context, &ctx, true)) return rc;
+    int result = 0;
+    try {
+        const bool capturing = detail::cuda_stream_capturing();
+        buf->device = device_memory().allocate(buf->size_in_bytes(), ctx, t_stream, t_pool, capturing);
+        buf->device_interface = halide_cuda_device_interface();
+    } catch (const std::exception& e) {
+        report(user_context, e.what());
+        result = halide_error_code_device_malloc_failed;
+    }
+    release_context(user_context);
+    return result;
+}
+
+extern "C" int halide_cuda_device_free(void* user_context, halide_buffer_t* buf) {
+    if (!buf->device) return 0;
+    int result = 0;
+    try {
+        device_memory().free(buf->device, t_stream);
+    } catch (const std::exception& e) {
+        report(user_context, e.what());
+        result = halide_error_code_device_free_failed;
+    }
+    buf->device = 0;
+    buf->device_interface = nullptr;
+    return result;
+}
+
+CudaGraphPool::CudaGraphPool() : state_(std::make_shared<detail::GraphPoolState>()) {}
+CudaGraphPool::~CudaGraphPool() { device_memory().close_pool(*state_); }
+size_t CudaGraphPool::bytes() const { return device_memory().pool_bytes(*state_); }
+
+CudaGraphPoolGuard::CudaGraphPoolGuard(CudaGraphPool& pool) : previous_(t_pool) { t_pool = pool.state_; }
+CudaGraphPoolGuard::~CudaGraphPoolGuard() { t_pool = previous_; }
+
+void empty_cuda_cache() { device_memory().release_cached(); }
 
 void* set_cuda_stream(void* stream) {
     void* previous = t_stream;
@@ -157,6 +236,23 @@ int cuda_acquire_context(void* user_context, void** ctx, bool create) {
 }
 int cuda_release_context(void* user_context) { return release_context(user_context); }
 int cuda_get_stream(void* user_context, void* ctx, void** stream) { return get_stream(user_context, ctx, stream); }
+
+int current_cuda_device() { return t_device; }
+
+bool cuda_stream_capturing() {
+    const Driver* d = driver();
+    if (!d) return false;
+    int status = kCaptureNone;
+    const CUresult rc = d->cuStreamIsCapturing(t_stream, &status);
+    BNF_CHECK(rc != kCaptureImplicit,
+              "a CUDA graph is being captured and this thread's bnforge stream is the legacy default stream, "
+              "which would break the capture: set_cuda_stream() to the capturing stream");
+    // Other failures (no context current yet for the legacy stream) mean nothing is captured here.
+    if (rc != 0) return false;
+    BNF_CHECK(status != kCaptureInvalidated,
+              "the CUDA graph capture on this thread's stream has been invalidated by an earlier call");
+    return status == kCaptureActive;
+}
 
 }  // namespace detail
 

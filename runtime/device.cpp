@@ -68,6 +68,14 @@ void device_call(Device device, const std::string& what, F f) {
     check(f(static_cast<void*>(&context)), context, what, device);
 }
 
+// Halide's CUDA copies run on the legacy stream and wait for it: never inside a graph capture.
+void refuse_in_capture(Device device, const char* what) {
+    if (!device.is_cuda()) return;
+    set_current_cuda_device(device.index);
+    BNF_CHECK(!cuda_stream_capturing(), what << " on " << device.str() << " cannot be captured into a CUDA graph "
+                                              << "(a synchronous copy): do it before or after the capture");
+}
+
 }  // namespace
 
 uint64_t device_malloc(Device device, size_t bytes) {
@@ -94,6 +102,7 @@ void count_host_to_device() { g_host_to_device++; }
 void count_device_to_host() { g_device_to_host++; }
 
 void copy_to_device(Device device, uint64_t dst, const void* src, size_t bytes) {
+    refuse_in_capture(device, "Copying to the device");
     count_host_to_device();
     ByteBuffer b(device, bytes, const_cast<void*>(src), dst);
     b.buf.set_host_dirty(true);
@@ -102,6 +111,7 @@ void copy_to_device(Device device, uint64_t dst, const void* src, size_t bytes) 
 }
 
 void copy_to_host(Device device, void* dst, uint64_t src, size_t bytes) {
+    refuse_in_capture(device, "Copying to the host");
     count_device_to_host();
     ByteBuffer b(device, bytes, dst, src);
     b.buf.set_device_dirty(true);
@@ -109,6 +119,7 @@ void copy_to_host(Device device, void* dst, uint64_t src, size_t bytes) {
 }
 
 void copy_within_device(Device device, uint64_t dst, uint64_t src, size_t bytes) {
+    refuse_in_capture(device, "Copying within the device");
     ByteBuffer from(device, bytes, nullptr, src), to(device, bytes, nullptr, dst);
     from.buf.set_device_dirty(true);
     device_call(device, "copying within the device", [&](void* uc) {

@@ -36,5 +36,6 @@ void copy_within_device(Device device, uint64_t dst, uint64_t src, size_t bytes)
 // The CUDA device the calling thread's next Halide calls run on (the context
 // hooks in cuda_context.cpp read it).
 void set_current_cuda_device(int index);
+int current_cuda_device();
 
 }  // namespace bnforge::detail

@@ -22,8 +22,8 @@ void install_halide_hooks() {
         halide_set_cuda_acquire_context(&cuda_acquire_context);
         halide_set_cuda_release_context(&cuda_release_context);
         halide_set_cuda_get_stream(&cuda_get_stream);
-        // Tensors and the kernels' intermediate device buffers come back to
-        // Halide's pool and are reused: after the first step, no device malloc.
+        // OpenCL tensors and intermediates come back to Halide's pool and are
+        // reused (CUDA memory has bnforge's own cache: device_memory.h).
         halide_reuse_device_allocations(nullptr, true);
     });
 }

@@ -6,6 +6,7 @@
 #include "kernel_headers.h"
 #include "traffic.h"
 
+#include <atomic>
 #include <climits>
 #include <cstring>
 
@@ -211,9 +212,50 @@ ChannelBuffer::ChannelBuffer(const double* data, int64_t channels) {
 
 namespace {
 thread_local const KernelEntry* t_last_invoked = nullptr;
+
+// The CUDA devices (bit i: cuda:i) each kernel has run on: Halide loads a
+// kernel's module on its first call there, which a graph capture forbids.
+std::vector<std::atomic<uint64_t>>& run_masks() {
+    static std::vector<std::atomic<uint64_t>> masks(kernel_table().size());
+    return masks;
 }
 
+std::atomic<uint64_t>& devices_run_on(const KernelEntry& kernel) {
+    std::vector<std::atomic<uint64_t>>& masks = run_masks();
+    const size_t index = static_cast<size_t>(&kernel - kernel_table().data());
+    BNF_ASSERT(index < masks.size(), "a kernel of the kernel table");
+    return masks[index];
+}
+
+uint64_t device_bit(int index) { return index >= 0 && index < 64 ? uint64_t{1} << index : 0; }
+
+// What a call inside a CUDA graph capture must not do: load a module, or copy
+// per-channel values between host and device (and wait for them).
+void check_capturable(const KernelEntry& kernel, const halide_filter_metadata_t* meta, void* const* argv) {
+    if (!cuda_stream_capturing()) return;
+    const int device = current_cuda_device();
+    BNF_CHECK(devices_run_on(kernel).load(std::memory_order_relaxed) & device_bit(device),
+              "kernel " << kernel.name << " has not run on cuda:" << device << " yet, and loading its module "
+                        << "would break the CUDA graph capture: run the same step once before capturing (README, "
+                        << "\"CUDA graphs\")");
+    for (int i = 0; i < meta->num_arguments; i++) {
+        if (meta->arguments[i].kind != halide_argument_kind_input_buffer &&
+            meta->arguments[i].kind != halide_argument_kind_output_buffer)
+            continue;
+        const auto* b = static_cast<const halide_buffer_t*>(argv[i]);
+        BNF_CHECK(!b->host || b->device,
+                  "kernel " << kernel.name << " would copy '" << meta->arguments[i].name << "' between host and "
+                            << "device, which cannot be captured into a CUDA graph: give per-channel values as "
+                            << "tensors on the device");
+    }
+}
+}  // namespace
+
 const KernelEntry* last_invoked_kernel() { return t_last_invoked; }
+
+void forget_cuda_kernel_runs() {
+    for (std::atomic<uint64_t>& mask : run_masks()) mask.store(0);
+}
 
 void invoke(const KernelEntry& kernel, std::initializer_list<KernelArg> args) {
     install_halide_hooks();
@@ -246,6 +288,7 @@ void invoke(const KernelEntry& kernel, std::initializer_list<KernelArg> args) {
     }
     BNF_ASSERT(matched == present, "only arguments that kernel " << kernel.name << " takes");
     const Device device{kernel.device, 0};
+    if (device.is_cuda()) check_capturable(kernel, meta, argv);
     if (!device.is_cpu()) {
         // Host inputs (the per-channel values) must be uploaded: Halide copies a
         // host buffer only when it is marked as written on the host.
@@ -270,6 +313,11 @@ void invoke(const KernelEntry& kernel, std::initializer_list<KernelArg> args) {
             }
             halide_device_free(user_context, b);
         }
+    }
+    if (result == 0 && device.is_cuda()) {
+        const uint64_t bit = device_bit(current_cuda_device());
+        std::atomic<uint64_t>& run_on = devices_run_on(kernel);
+        if (!(run_on.load(std::memory_order_relaxed) & bit)) run_on.fetch_or(bit, std::memory_order_relaxed);
     }
     if (result != 0) {
         throw Error(std::string("kernel ") + kernel.name + " failed (Halide error " + std::to_string(result) +

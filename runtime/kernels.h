@@ -39,6 +39,9 @@ struct KernelEntry {
 };
 
 const std::vector<KernelEntry>& kernel_table();
+// Testing aid: bnforge assumes no kernel has run on any CUDA device yet, so
+// that a capture refuses them all as if their modules were still to load.
+void forget_cuda_kernel_runs();
 const KernelEntry& find_kernel(Pipeline, Device, DType, Layout, Fusion);  // of the selected schedule set
 const KernelEntry& find_kernel(Pipeline, Device, DType, Layout, Fusion, const std::string& schedule);
 // A per-channel pipeline's kernel (forward_finalize, backward_finalize,

@@ -76,7 +76,12 @@ Allocation allocate_device_bytes(size_t nbytes, Device device) {
     const uint64_t handle = detail::device_malloc(device, rounded);
     if (g_poison_allocations.load(std::memory_order_relaxed)) {
         std::vector<unsigned char> poison(rounded, 0xFF);
-        detail::copy_to_device(device, handle, poison.data(), rounded);
+        try {
+            detail::copy_to_device(device, handle, poison.data(), rounded);
+        } catch (const Error&) {
+            detail::device_free(device, handle, rounded);
+            throw;
+        }
     }
     // The block's size and device travel in a heap context for the release.
     struct Block {

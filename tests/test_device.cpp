@@ -156,11 +156,7 @@ class NoHostRoundTrip : public ::testing::TestWithParam<RoundTripCase> {};
 TEST_P(NoHostRoundTrip, TrainingStepsAndEvalStayOnTheDevice) {
     const RoundTripCase& p = GetParam();
     SKIP_WITHOUT(p.device);
-    // Poisoning new device tensors (test_environment.cpp) is itself a host copy.
-    struct Unpoisoned {
-        Unpoisoned() { poison_new_tensors(false); }
-        ~Unpoisoned() { poison_new_tensors(true); }
-    } unpoisoned;
+    const testutil::NoPoisoning no_poisoning;  // itself a host copy
     const std::string kind = p.module;
     const std::vector<int64_t> shape = {6, 5, 7, 9};
     BatchNormOptions options = kind == "megengine" ? BatchNormOptions::megengine(shape[1])
@@ -353,12 +349,7 @@ TEST(CudaStreams, TwoModulesOnTwoStreamsMatchOneAfterTheOther) {
     const testutil::CudaDriver* drv = testutil::CudaDriver::get();
     ASSERT_NE(drv, nullptr);
     ASSERT_TRUE(drv->make_primary_current(0));
-    // Poisoning a new tensor is a copy on the legacy stream, which a
-    // non-blocking stream does not wait for: not what this test is about.
-    struct Unpoisoned {
-        Unpoisoned() { poison_new_tensors(false); }
-        ~Unpoisoned() { poison_new_tensors(true); }
-    } unpoisoned;
+    const testutil::NoPoisoning no_poisoning;
     void* s1 = drv->create_stream();
     void* s2 = drv->create_stream();
     ASSERT_TRUE(s1 && s2);

@@ -127,6 +127,14 @@ inline std::string device_name(Device device) {
 #define SKIP_WITHOUT(device) \
     if ((device).is_cuda() && ::bnforge::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device on this machine"
 
+// Turns off the poisoning of new tensors (test_environment.cpp) while alive: on
+// a device it is a host copy on the legacy stream, which neither a non-blocking
+// stream nor a CUDA graph capture may meet.
+struct NoPoisoning {
+    NoPoisoning() { poison_new_tensors(false); }
+    ~NoPoisoning() { poison_new_tensors(true); }
+};
+
 // Restores the process-wide kernel schedule set when a test that changes it ends, however it ends.
 class KeepSchedule {
 public:

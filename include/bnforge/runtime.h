@@ -3,6 +3,7 @@
 #include <bnforge/dtype.h>
 
 #include <cstddef>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -82,6 +83,45 @@ void* set_cuda_stream(void* stream);
 void* cuda_stream();
 // CUDA devices usable by this process: 0 without a driver or a GPU.
 int cuda_device_count();
+
+// CUDA graphs (README, "CUDA graphs"). While a CudaGraphPoolGuard is alive on
+// a thread, the device memory bnforge allocates there (outputs, saved
+// statistics, the kernels' intermediates) comes from its pool, and what is
+// freed goes back to that pool only: a captured graph's blocks are never
+// handed to other calls nor returned to the driver while the pool lives.
+// Inside a capture bnforge never calls the driver to allocate, load a module
+// or synchronise; a call that would is an Error. Prepare by running the same
+// step once under the pool, outside the capture, and releasing its outputs.
+// Destroy a pool after the graphs that use it; blocks that tensors still hold
+// go back to the driver when those tensors are released.
+namespace detail {
+struct GraphPoolState;
+}
+class CudaGraphPool {
+public:
+    CudaGraphPool();
+    ~CudaGraphPool();
+    CudaGraphPool(const CudaGraphPool&) = delete;
+    CudaGraphPool& operator=(const CudaGraphPool&) = delete;
+    size_t bytes() const;  // the device memory the pool holds, free and in use
+
+private:
+    friend class CudaGraphPoolGuard;
+    std::shared_ptr<detail::GraphPoolState> state_;
+};
+class CudaGraphPoolGuard {
+public:
+    explicit CudaGraphPoolGuard(CudaGraphPool& pool);
+    ~CudaGraphPoolGuard();  // the thread's previous pool (or none) again
+    CudaGraphPoolGuard(const CudaGraphPoolGuard&) = delete;
+    CudaGraphPoolGuard& operator=(const CudaGraphPoolGuard&) = delete;
+
+private:
+    std::shared_ptr<detail::GraphPoolState> previous_;
+};
+// Device blocks that tensors and kernels released are kept for reuse on the
+// stream that released them; this gives those back to the driver (pools keep theirs).
+void empty_cuda_cache();
 
 // Host↔device traffic since the process started: copies each way, and the
 // host synchronisations that reads back imply (Tensor::to/copy_/item across

@@ -241,6 +241,9 @@ private:
         BNF_CHECK(count <= SIZE_MAX / sizeof(double) / static_cast<size_t>(size()),
                   "ProcessGroup(nccl)::" << op << ": " << count << " values per rank is too many");
         if (count == 0) return;
+        BNF_CHECK(!detail::cuda_stream_capturing(),
+                  "ProcessGroup(nccl)::" << op << " waits for its result on the host, which cannot be captured "
+                                         << "into a CUDA graph (SyncBatchNorm over more than one rank is not capturable)");
         const Clock::time_point start = Clock::now();
         try {
             check_cuda(cudaSetDevice(device_), "cudaSetDevice");
