@@ -74,7 +74,7 @@ bool slab_fits(const CaseData& d, Op op) {
     bnforge::detail::BatchView v;
     bnforge::detail::make_batch_view(v, d.x[0], d.layout, "x");
     const bool backward = op == Op::backward || op == Op::fused_backward;
-    return bnforge::detail::one_pass_fits(v, backward ? 2 : 1);
+    return bnforge::detail::one_pass_fits(v, backward ? 2 : 1, bnforge::Device::cpu());
 }
 
 // The fewest bytes an op must move (see the report's definition of the floor).

@@ -91,7 +91,13 @@ endfunction()
 
 # One variant of a GPU family on one device (cuda, opencl): the manual (or
 # saved) schedule, and in float32 each GPU autoscheduler's.
+# ARGN: the generator params; a leading MANUAL_ONLY builds no autoscheduled variants.
 function(_bnforge_add_gpu_variant pipeline generator device dtag layout fusion)
+    set(autoschedulers ${BNFORGE_GPU_AUTOSCHEDULERS})
+    if ("${ARGV6}" STREQUAL "MANUAL_ONLY")
+        list(POP_FRONT ARGN)
+        set(autoschedulers)
+    endif ()
     string(TOUPPER ${device} device_upper)
     set(target ${BNFORGE_${device_upper}_TARGET})
     # OpenCL runs on PoCL in the tests, float32 only.
@@ -103,7 +109,7 @@ function(_bnforge_add_gpu_variant pipeline generator device dtag layout fusion)
     bnforge_add_kernel(${name} GENERATOR ${generator} TARGETS ${target} PARAMS ${ARGN} ${saved})
     _bnforge_register_kernel(${pipeline} ${device} ${dtag} ${layout} ${fusion} manual ${name})
     if (dtag STREQUAL "f32")
-        foreach (scheduler IN LISTS BNFORGE_GPU_AUTOSCHEDULERS)
+        foreach (scheduler IN LISTS autoschedulers)
             # Li2018 reduces float64 with atomics, which Halide 21's OpenCL
             # backend writes as a 32-bit atomic_cmpxchg on a 64-bit pointer
             # (PoCL: "call to '_cl_atomic_cmpxchg' is ambiguous"). CUDA has
@@ -120,19 +126,37 @@ function(_bnforge_add_gpu_variant pipeline generator device dtag layout fusion)
     endif ()
 endfunction()
 
+# BNFORGE_LAYOUTS, restricted to `allowed` (a list) when it is not empty.
+function(_bnforge_filter_layouts out allowed)
+    set(kept ${BNFORGE_LAYOUTS})
+    if (allowed)
+        string(REPLACE ";" "|" layout_regex "${allowed}")
+        list(FILTER kept INCLUDE REGEX "^(${layout_regex})$")
+    endif ()
+    set(${out} ${kept} PARENT_SCOPE)
+endfunction()
+
+# GPU: also CUDA and OpenCL variants; GPU_MANUAL_ONLY: those with the manual
+# schedule only. LAYOUTS restricts the CPU variants, GPU_LAYOUTS the GPU ones.
 function(bnforge_add_kernel_family)
-    cmake_parse_arguments(PARSE_ARGV 0 ARG "GPU" "PIPELINE;GENERATOR" "FUSIONS;LAYOUTS")
+    cmake_parse_arguments(PARSE_ARGV 0 ARG "GPU;GPU_MANUAL_ONLY" "PIPELINE;GENERATOR" "FUSIONS;LAYOUTS;GPU_LAYOUTS")
     if (NOT ARG_FUSIONS)
         set(ARG_FUSIONS none)
     endif ()
-    set(layouts ${BNFORGE_LAYOUTS})
-    if (ARG_LAYOUTS)
-        string(REPLACE ";" "|" layout_regex "${ARG_LAYOUTS}")
-        list(FILTER layouts INCLUDE REGEX "^(${layout_regex})$")
-    endif ()
-    string(REPLACE ";" " " layout_names "${layouts}")
-    set(gpu false)
+    _bnforge_filter_layouts(cpu_layouts "${ARG_LAYOUTS}")
+    set(gpu_layouts)
     if (ARG_GPU)
+        _bnforge_filter_layouts(gpu_layouts "${ARG_GPU_LAYOUTS}")
+    endif ()
+    set(layouts ${cpu_layouts} ${gpu_layouts})
+    list(REMOVE_DUPLICATES layouts)
+    string(REPLACE ";" " " layout_names "${cpu_layouts}")
+    # `bnforge tune` autoschedules the GPU variants of families that have autoscheduled ones.
+    set(gpu false)
+    set(gpu_flavour)
+    if (ARG_GPU AND ARG_GPU_MANUAL_ONLY)
+        set(gpu_flavour MANUAL_ONLY)
+    elseif (ARG_GPU)
         set(gpu true)
     endif ()
     foreach (fusion_spec IN LISTS ARG_FUSIONS)
@@ -148,17 +172,20 @@ function(bnforge_add_kernel_family)
                 list(POP_FRONT fusion_spec fusion)
                 set(name bnk_${ARG_PIPELINE}_cpu_${dtag}_${layout}_${fusion})
                 set(params dtype=${dtype} layout=${layout} ${fusion_spec})
+                if (layout IN_LIST gpu_layouts)
+                    foreach (device IN ITEMS cuda opencl)
+                        _bnforge_add_gpu_variant(${ARG_PIPELINE} ${ARG_GENERATOR} ${device} ${dtag} ${layout} ${fusion}
+                                                 ${gpu_flavour} ${params})
+                    endforeach ()
+                endif ()
+                if (NOT layout IN_LIST cpu_layouts)
+                    continue()
+                endif ()
 
                 _bnforge_saved_schedule_param(${name} saved)
                 bnforge_add_kernel(${name} GENERATOR ${ARG_GENERATOR} TARGETS ${BNFORGE_CPU_TARGETS}
                                    PARAMS ${params} ${saved})
                 _bnforge_register_kernel(${ARG_PIPELINE} cpu ${dtag} ${layout} ${fusion} manual ${name})
-                if (ARG_GPU)
-                    foreach (device IN ITEMS cuda opencl)
-                        _bnforge_add_gpu_variant(${ARG_PIPELINE} ${ARG_GENERATOR} ${device} ${dtag} ${layout} ${fusion}
-                                                 ${params})
-                    endforeach ()
-                endif ()
 
                 if (dtype STREQUAL "float32")
                     foreach (scheduler IN LISTS BNFORGE_AUTOSCHEDULERS)

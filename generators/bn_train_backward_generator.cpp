@@ -10,6 +10,7 @@
 #include "bn_generator.h"
 #include "bn_math.h"
 #include "cpu_schedules.h"
+#include "gpu_schedules.h"
 
 namespace bnforge_gen {
 
@@ -71,6 +72,14 @@ public:
         for (auto* p : {&shift, &offset, &weight}) set_channel_estimates(*p);
         set_channel_estimates(invstd);
         set_row_estimates(*sums_out, bnforge::abi::kSumRows);
+    }
+
+    void schedule_gpu() {
+        OnePassGpu block = schedule_one_pass_gpu(*dx, layout, d0, d1, n);
+        if (daddend) fuse_batch_output_one_pass_gpu(*daddend, block, d0, d1, n);
+        fuse_channel_rows_one_pass_gpu(*sums_out, block, d1, row);
+        schedule_channel_sums_one_pass_gpu(sums, block);
+        schedule_per_channel_one_pass_gpu(coefficients, block);
     }
 
     void schedule_cpu() {

@@ -10,6 +10,7 @@
 #include "bn_generator.h"
 #include "bn_math.h"
 #include "cpu_schedules.h"
+#include "gpu_schedules.h"
 
 namespace bnforge_gen {
 
@@ -66,6 +67,16 @@ public:
         set_channel_estimates(bias);
         eps.set_estimate(1e-5);
         set_row_estimates(*moments_out, bnforge::abi::kMomentRows);
+    }
+
+    void schedule_gpu() {
+        OnePassGpu block = schedule_one_pass_gpu(*y, layout, d0, d1, n);
+        if (mask) fuse_batch_output_one_pass_gpu(*mask, block, d0, d1, m);
+        fuse_channel_rows_one_pass_gpu(*moments_out, block, d1, row);
+        schedule_per_channel_one_pass_gpu(shift, block);
+        schedule_channel_sums_one_pass_gpu(sums, block);
+        schedule_per_channel_one_pass_gpu(moments, block);
+        schedule_per_channel_one_pass_gpu(coefficients, block);
     }
 
     void schedule_cpu() {

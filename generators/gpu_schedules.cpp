@@ -1,5 +1,7 @@
 #include "gpu_schedules.h"
 
+#include <functional>
+
 namespace bnforge_gen {
 
 void schedule_channels_gpu(Func f, const Var& c) {
@@ -91,6 +93,80 @@ void schedule_mask_gpu(Func mask, Func main, const Var& d0, const Var& d1, const
         .gpu_blocks(b)
         .gpu_threads(d0i, d1i);
     mask.compute_with(main, at);
+}
+
+OnePassGpu schedule_one_pass_gpu(Func f, Layout layout, const Var& d0, const Var& d1, const Var& n) {
+    if (layout != Layout::NCHW) throw CompileError("GPU one-pass kernels are built for NCHW only (see gpu_schedules.h)");
+    // A block per channel d1: a warp along the row, 8 warps over batch rows,
+    // fused into one thread dimension, as every stage in the block: a stage
+    // with fewer thread dimensions than another would run once per value of
+    // the ones it lacks.
+    Var d0o("d0o"), d0i("d0i"), no("no"), ni("ni"), t("t");
+    f.split(d0, d0o, d0i, kGpuWarp, TailStrategy::GuardWithIf)
+        .split(n, no, ni, kGpuElementThreads / kGpuWarp, TailStrategy::GuardWithIf)
+        .reorder(d0o, no, d0i, ni, d1)
+        .fuse(d0i, ni, t)
+        .gpu_blocks(d1)
+        .gpu_threads(t);
+    return {f, d1};
+}
+
+void fuse_batch_output_one_pass_gpu(Func g, const OnePassGpu& b, const Var& d0, const Var& d1, const Var& n) {
+    schedule_one_pass_gpu(g, Layout::NCHW, d0, d1, n);
+    g.compute_with(b.main, b.block);
+}
+
+void fuse_channel_rows_one_pass_gpu(Func rows_out, const OnePassGpu& b, const Var& c, const Var& row) {
+    // Block-level code outside a thread loop: one thread writes the rows.
+    rows_out.reorder(row, c).unroll(row).gpu_blocks(c).compute_with(b.main, b.block);
+}
+
+namespace {
+
+// Every stage of `f` scheduled by `per_stage`.
+void each_stage(Func f, const std::function<void(Stage)>& per_stage) {
+    per_stage(Stage(f));
+    for (int u = 0; u < f.num_update_definitions(); u++) per_stage(f.update(u));
+}
+
+}  // namespace
+
+void schedule_per_channel_one_pass_gpu(Func f, const OnePassGpu& b) {
+    // A thread loop of one thread: block-level code outside any thread loop
+    // costs a barrier per statement, inside the stage's loops too.
+    f.compute_at(b.level());
+    const Var c = f.args()[0];
+    Var co("co"), ci("ci");
+    each_stage(f, [&](Stage stage) { stage.split(c, co, ci, 1).gpu_threads(ci); });
+}
+
+void schedule_channel_sums_one_pass_gpu(ChannelSums& cs, const OnePassGpu& b) {
+    // As schedule_channel_sums_gpu: kGpuReduceLanes lanes share a chunk (the
+    // same split, so the same partial sums), but every chunk of the channel in
+    // one thread loop, each lane looping over the chunks; then a thread per
+    // chunk adds that chunk's lanes. One barrier per stage, none in a loop.
+    auto schedule = [&](Func& f, const RVar& r, const std::optional<RVar>& rows) {
+        f.compute_at(b.level());
+        RVar along = r, ro("ro"), ri("ri");
+        if (rows) {
+            along = RVar("rf");
+            f.update().fuse(r, *rows, along);
+        }
+        Var u("u"), kg("kg"), kgo("kgo"), kgi("kgi");
+        f.update().split(along, ro, ri, kGpuReduceLanes, TailStrategy::GuardWithIf);
+        Func lanes = f.update().rfactor(ri, u);
+        lanes.compute_at(b.level()).reorder(cs.k, cs.c, cs.g, u).gpu_threads(u);
+        lanes.update().reorder(ro, cs.k, cs.c, cs.g, u).gpu_threads(u);
+        each_stage(f, [&](Stage stage) {
+            stage.reorder(cs.k, cs.g, cs.c)
+                .fuse(cs.k, cs.g, kg)
+                .split(kg, kgo, kgi, kGpuElementThreads, TailStrategy::GuardWithIf)
+                .gpu_threads(kgi);
+        });
+    };
+    schedule(cs.full, cs.r_full, cs.rows_full);
+    schedule(cs.tail, cs.r_tail, cs.rows_tail);
+    schedule_per_channel_one_pass_gpu(cs.total, b);
 }
 
 }  // namespace bnforge_gen

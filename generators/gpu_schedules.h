@@ -45,4 +45,29 @@ Var schedule_elementwise_gpu(Func f, const Var& d0, const Var& d1, const Var& n)
 // the byte of the 8 rows it has just written.
 void schedule_mask_gpu(Func mask, Func main, const Var& d0, const Var& d1, const Var& m, const Var& at);
 
+// One-pass training kernels (bn_train_forward, bn_train_backward) on a GPU,
+// NCHW only: one block per channel computes the channel's statistics, then
+// its outputs, re-reading its slab while it is still on chip (L1/L2) instead
+// of from memory, in one launch. The batch output `f` gets kGpuElementThreads
+// threads per block, coalesced along the row and looping over the rest of the
+// slab; the per-channel stages are computed at the block, each in a thread
+// loop of its own (one barrier per stage); the other outputs join the block
+// with compute_with. (A block per warp of channels for NHWC crashed on PoCL
+// and is not built: bench/analysis.md.)
+struct OnePassGpu {
+    Func main;
+    Var block;  // the channel (block) loop of `main`
+    LoopLevel level() const { return LoopLevel(main, block); }
+};
+OnePassGpu schedule_one_pass_gpu(Func f, Layout layout, const Var& d0, const Var& d1, const Var& n);
+// Another batch output (the mask over (d0, d1, m), d_addend) in the same block.
+void fuse_batch_output_one_pass_gpu(Func g, const OnePassGpu& b, const Var& d0, const Var& d1, const Var& n);
+// A per-channel rows output (c, row) in the same block.
+void fuse_channel_rows_one_pass_gpu(Func rows_out, const OnePassGpu& b, const Var& c, const Var& row);
+// A per-channel Func (c) at the block, in a one-thread loop.
+void schedule_per_channel_one_pass_gpu(Func f, const OnePassGpu& b);
+// The block's channel sums at the block: kGpuReduceLanes lanes per chunk as
+// in schedule_channel_sums_gpu, all chunks in one stage, then a thread per chunk.
+void schedule_channel_sums_one_pass_gpu(ChannelSums& cs, const OnePassGpu& b);
+
 }  // namespace bnforge_gen

@@ -42,6 +42,7 @@ struct Driver {
     CUresult (*cuMemAlloc)(uint64_t*, size_t) = nullptr;
     CUresult (*cuMemFree)(uint64_t) = nullptr;
     CUresult (*cuStreamIsCapturing)(void*, int*) = nullptr;
+    CUresult (*cuDeviceGetAttribute)(int*, int, CUdevice) = nullptr;
 };
 
 template <class F>
@@ -65,7 +66,8 @@ const Driver* driver() {
                         resolve(lib, "cuCtxPopCurrent_v2", drv.cuCtxPopCurrent) &&
                         resolve(lib, "cuDevicePrimaryCtxRetain", drv.cuDevicePrimaryCtxRetain) &&
                         resolve(lib, "cuMemAlloc_v2", drv.cuMemAlloc) && resolve(lib, "cuMemFree_v2", drv.cuMemFree) &&
-                        resolve(lib, "cuStreamIsCapturing", drv.cuStreamIsCapturing);
+                        resolve(lib, "cuStreamIsCapturing", drv.cuStreamIsCapturing) &&
+                        resolve(lib, "cuDeviceGetAttribute", drv.cuDeviceGetAttribute);
         if (!ok || drv.cuInit(0) != 0) return nullptr;
         return &drv;
     }();
@@ -238,6 +240,26 @@ int cuda_release_context(void* user_context) { return release_context(user_conte
 int cuda_get_stream(void* user_context, void* ctx, void** stream) { return get_stream(user_context, ctx, stream); }
 
 int current_cuda_device() { return t_device; }
+
+int cuda_multiprocessor_count(int index) {
+    constexpr int kMultiprocessorCount = 16;  // CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
+    static std::mutex mutex;
+    static int counts[64] = {};
+    if (index < 0 || index >= 64) return 1;
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!counts[index]) {
+        const Driver* d = driver();
+        CUdevice device = -1;
+        int count = 0;
+        if (d && d->cuDeviceGet(&device, index) == 0 &&
+            d->cuDeviceGetAttribute(&count, kMultiprocessorCount, device) == 0 && count > 0) {
+            counts[index] = count;
+        } else {
+            return 1;
+        }
+    }
+    return counts[index];
+}
 
 bool cuda_stream_capturing() {
     const Driver* d = driver();

@@ -37,5 +37,7 @@ void copy_within_device(Device device, uint64_t dst, uint64_t src, size_t bytes)
 // hooks in cuda_context.cpp read it).
 void set_current_cuda_device(int index);
 int current_cuda_device();
+// The multiprocessors of CUDA device `index` (1 when the driver cannot say).
+int cuda_multiprocessor_count(int index);
 
 }  // namespace bnforge::detail

@@ -7,7 +7,10 @@
 #include "pipelines.h"
 
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <optional>
+#include <tuple>
 
 namespace bnforge::functional {
 
@@ -70,17 +73,26 @@ Tensor filled(std::vector<int64_t> shape, DType dtype, double value, Device devi
     return t;
 }
 
+// C float32 copies of `value` on `device`, made once per (device, C, value)
+// and kept: a module without weight or bias then makes no host copy per call
+// (a GPU step stays free of host traffic, and capturable). Only ever read.
+const Tensor& constant_channels(double value, int64_t channels, Device device) {
+    static std::mutex mutex;
+    static std::map<std::tuple<int, int, int64_t, double>, Tensor> cache;
+    std::lock_guard<std::mutex> lock(mutex);
+    Tensor& t = cache[{static_cast<int>(device.kind), device.index, channels, value}];
+    if (!t.defined()) t = filled({channels}, DType::Float32, value, device);
+    return t;
+}
+
 // A per-channel parameter or statistic as the kernels take it: C float32
 // values, dense, on `device`. The modules' own tensors are already so and are
 // used as they are (not even the handle is copied: this is every call's fixed
 // cost); anything else is converted once into `scratch`, and an undefined
-// tensor is `fill`. Returns the tensor to pass.
+// tensor is `fill` (constant_channels). Returns the tensor to pass.
 const Tensor& kernel_channel(const Tensor& t, int64_t channels, double fill, Device device, const char* arg,
                              Tensor& scratch) {
-    if (!t.defined()) {
-        scratch = filled({channels}, DType::Float32, fill, device);
-        return scratch;
-    }
+    if (!t.defined()) return constant_channels(fill, channels, device);
     BNF_CHECK(t.numel() == channels, arg << ": expected " << channels << " values (one per channel), got shape "
                                          << detail::format_shape(t.shape()));
     BNF_CHECK(t.dtype() == DType::Float32 || t.dtype() == DType::Float16 || t.dtype() == DType::BFloat16,
@@ -342,15 +354,14 @@ std::optional<BatchNormForward> train_forward_one_pass(const Tensor& x, double e
     check_addend(addend, activation, x);
     const int64_t channels = x.shape()[1], count = per_channel_count(x);
     if (x.numel() == 0 || count < 2) return std::nullopt;  // the two-pass route owns these rules
-    if (!x.device().is_cpu()) return std::nullopt;         // a GPU streams both passes from memory
     const Layout kl = detail::kernel_layout_for(x, "x");
     BatchView xv, yv, av;
     detail::make_batch_view(xv, x, kl, "x");
-    if (!detail::one_pass_fits(xv, 1)) return std::nullopt;
+    if (!detail::one_pass_fits(xv, 1, x.device())) return std::nullopt;
 
     const Affine a(weight, bias, channels, x.device());
-    const Tensor w = a.weight ? *a.weight : filled({channels}, DType::Float32, 1.0, x.device());
-    const Tensor b = a.bias ? *a.bias : filled({channels}, DType::Float32, 0.0, x.device());
+    const Tensor& w = a.weight ? *a.weight : constant_channels(1.0, channels, x.device());
+    const Tensor& b = a.bias ? *a.bias : constant_channels(0.0, channels, x.device());
     BatchNormForward out;
     Moments& m = out.moments.emplace();
     m.count = count;
@@ -382,11 +393,10 @@ std::optional<BatchNormBackward> train_backward_one_pass(const Tensor& dy, const
     // Only a forward with this batch's own statistics: a cross-process M needs
     // its sums reduced between the passes.
     if (!saved.batch_statistics || x.numel() == 0 || saved.count != per_channel_count(x)) return std::nullopt;
-    if (!x.device().is_cpu()) return std::nullopt;
     const Layout kl = detail::kernel_layout_for(x, "x");
     BatchView xv, dyv, dxv, dav;
     detail::make_batch_view(xv, x, kl, "x");
-    if (!detail::one_pass_fits(xv, 2)) return std::nullopt;
+    if (!detail::one_pass_fits(xv, 2, x.device())) return std::nullopt;
     detail::make_batch_view(dyv, dy, kl, "dy");
 
     Tensor w_scratch;

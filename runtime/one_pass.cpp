@@ -1,8 +1,11 @@
 #include "one_pass.h"
 
+#include "device.h"
+
 #include <bnforge/runtime.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <mutex>
 #include <string>
@@ -24,10 +27,28 @@ size_t initial_limit() {
     return default_limit();
 }
 
+constexpr size_t kGpuDefaultLimit = 48 * 1024;
+
+size_t initial_gpu_limit() {
+    if (const char* env = std::getenv("BNFORGE_GPU_ONE_PASS_BYTES")) return std::strtoull(env, nullptr, 10);
+    return kGpuDefaultLimit;
+}
+
 std::mutex g_mutex;
 size_t g_limit = initial_limit();
+size_t g_gpu_limit = initial_gpu_limit();
 
 }  // namespace
+
+void set_gpu_one_pass_limit(std::optional<size_t> bytes) {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    g_gpu_limit = bytes ? *bytes : kGpuDefaultLimit;
+}
+
+size_t gpu_one_pass_limit() {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    return g_gpu_limit;
+}
 
 void set_one_pass_limit(std::optional<size_t> bytes) {
     std::lock_guard<std::mutex> lock(g_mutex);
@@ -41,7 +62,26 @@ size_t one_pass_limit() {
 
 namespace detail {
 
-bool one_pass_fits(const BatchView& x, int tensors) {
+namespace {
+
+// A block's slab and the block count of the GPU one-pass kernels
+// (gpu_schedules.h): a block per channel, NCHW only.
+bool gpu_one_pass_fits(const BatchView& x, int tensors, Device device) {
+    if (x.kernel_layout != Layout::NCHW || selected_kernel_schedule() != "manual") return false;
+    const halide_buffer_t& b = x.buf;
+    const int64_t positions = int64_t{b.dim[0].extent} * b.dim[2].extent;
+    const size_t slab = static_cast<size_t>(positions) * b.type.bytes() * static_cast<size_t>(tensors);
+    const size_t limit = gpu_one_pass_limit();
+    if (slab > limit) return false;
+    if (limit == SIZE_MAX || !device.is_cuda()) return true;  // forced; OpenCL (PoCL) has no such rule
+    // Fewer blocks than that leave multiprocessors idle for the whole kernel.
+    return b.dim[1].extent >= 2 * int64_t{cuda_multiprocessor_count(device.index)};
+}
+
+}  // namespace
+
+bool one_pass_fits(const BatchView& x, int tensors, Device device) {
+    if (!device.is_cpu()) return gpu_one_pass_fits(x, tensors, device);
     // NCHW only (the only layout the one-pass kernels are built for): an NHWC
     // block walks one cache line per position, N·S strided lines, which the
     // prefetchers do not follow; its two passes over contiguous rows are faster.

@@ -12,7 +12,8 @@
 namespace bnforge::detail {
 
 // `tensors`: how many batch tensors of x's geometry the slab holds (forward
-// 1: x; backward 2: x and dy).
-bool one_pass_fits(const BatchView& x, int tensors);
+// 1: x; backward 2: x and dy). On a GPU, only with the manual kernel set
+// (the one-pass GPU kernels have no autoscheduled variants).
+bool one_pass_fits(const BatchView& x, int tensors, Device device);
 
 }  // namespace bnforge::detail

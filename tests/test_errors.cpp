@@ -177,11 +177,11 @@ TEST(Errors, HalideRuntimeErrorsBecomeBnforgeErrors) {
 }
 
 TEST(Errors, MissingKernelVariantIsAnError) {
-    // The OpenCL kernels are float32 only; the one-pass pipelines are CPU only.
+    // The OpenCL kernels are float32 only; the one-pass pipelines are NCHW only.
     EXPECT_THROW(detail::find_kernel(detail::Pipeline::stats, Device::opencl(), DType::Float16, Layout::NCHW,
                                      detail::Fusion::none),
                  Error);
-    EXPECT_THROW(detail::find_kernel(detail::Pipeline::train_forward, Device::cuda(0), DType::Float32, Layout::NCHW,
+    EXPECT_THROW(detail::find_kernel(detail::Pipeline::train_forward, Device::cuda(0), DType::Float32, Layout::NHWC,
                                      detail::Fusion::none),
                  Error);
 }

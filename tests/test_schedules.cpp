@@ -25,9 +25,14 @@ TEST(KernelSchedule, ManualFirstThenEachAutoschedulerWithTheFullFloat32Set) {
     ASSERT_FALSE(schedules.empty());
     EXPECT_EQ(schedules.front(), "manual");
     const auto variants = kernel_variants();
+    // The GPU one-pass kernels are hand-scheduled only (no autoscheduler set has them).
+    auto manual_only = [](const KernelVariant& v) {
+        return !v.device.is_cpu() && (v.pipeline == "train_forward" || v.pipeline == "train_backward");
+    };
     auto count = [&](const std::string& schedule, Device device) {
         return std::count_if(variants.begin(), variants.end(), [&](const KernelVariant& v) {
-            return v.schedule == schedule && v.dtype == DType::Float32 && v.device.kind == device.kind;
+            return v.schedule == schedule && v.dtype == DType::Float32 && v.device.kind == device.kind &&
+                   !manual_only(v);
         });
     };
     for (const auto& v : variants) {
@@ -37,7 +42,8 @@ TEST(KernelSchedule, ManualFirstThenEachAutoschedulerWithTheFullFloat32Set) {
             EXPECT_EQ(v.name.substr(v.name.size() - v.schedule.size()), v.schedule) << v.name;
         }
     }
-    // Every autoscheduler built every float32 kernel the manual set has on each device it schedules.
+    // Every autoscheduler built every float32 kernel the manual set has on each device it schedules
+    // (but the GPU one-pass ones).
     for (Device device : {Device::cpu(), Device::cuda(), Device::opencl()}) {
         const auto on_device = kernel_schedules(device);
         if (on_device.empty()) continue;  // a build without that device

@@ -39,6 +39,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <random>
 #include <stdexcept>
@@ -366,6 +367,21 @@ void run_case(cudnnHandle_t handle, const Shape& s, DType dtype, Layout layout, 
         report(impl, 3, [&](int i) { return fused.forward(x[i % copies], &z[i % copies]).defined(); });
     }
     set_kernel_schedule("manual");
+    // The manual kernels with the route forced each way (the "bnforge" rows take the default routing).
+    for (const size_t limit : {std::numeric_limits<size_t>::max(), size_t{0}}) {
+        set_gpu_one_pass_limit(limit);
+        const std::string impl = limit ? "bnforge-one-pass" : "bnforge-two-pass";
+        auto options = BatchNormOptions::pytorch(s.c).dtype(dtype).layout(layout).device(Device::cuda(0));
+        BatchNorm2d bn(options);
+        FusedBatchNorm2d fused(options);
+        report(impl, 1, [&](int i) { return bn.forward(x[i % copies]).defined(); });
+        report(impl, 2, [&](int i) {
+            if (i == 0) bn.forward(x[0]);
+            return bn.backward(dy[i % copies]).defined();
+        });
+        report(impl, 3, [&](int i) { return fused.forward(x[i % copies], &z[i % copies]).defined(); });
+    }
+    set_gpu_one_pass_limit(std::nullopt);
 
     Cudnn cudnn(handle, s, dtype, layout);
     report("cudnn", 0, [&](int i) { return cudnn.eval(x[i % copies], y); });
@@ -429,6 +445,35 @@ void run_per_call(cudnnHandle_t handle, const Shape& s, Layout layout, std::mt19
     emit("bnforge", "fused+backward", [&] { return fused.forward(x, &z).defined() && fused.backward(dy).dx.defined(); });
     bn.eval();
     emit("bnforge", "eval", [&] { return bn.forward(x).defined(); });
+    bn.train();
+    {
+        // The same training step captured into a CUDA graph (README, "CUDA graphs"): one launch per step.
+        cudaStream_t stream = nullptr;
+        check_cuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
+        void* const previous = set_cuda_stream(stream);
+        cudaGraphExec_t exec = nullptr;
+        cudaGraph_t graph = nullptr;
+        {
+            CudaGraphPool pool;
+            try {
+                const CudaGraphPoolGuard guard(pool);
+                for (int i = 0; i < 2; i++) (void)(bn.forward(x).defined() && bn.backward(dy).defined());
+                check_cuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+                check_cuda(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "cudaStreamBeginCapture");
+                Tensor gy = bn.forward(x), gdx = bn.backward(dy);
+                check_cuda(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
+                check_cuda(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
+                emit("bnforge-graph", "train+backward", [&] { return cudaGraphLaunch(exec, stream) == cudaSuccess; });
+            } catch (const std::exception& e) {
+                emit("bnforge-graph", "train+backward", [&]() -> bool { throw Error(e.what()); });
+            }
+            check_cuda(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+            if (exec) cudaGraphExecDestroy(exec);
+            if (graph) cudaGraphDestroy(graph);
+        }
+        set_cuda_stream(previous);
+        cudaStreamDestroy(stream);
+    }
     Cudnn cudnn(handle, s, dtype, layout);
     emit("cudnn", "train+backward", [&] { return cudnn.train(x, y) && cudnn.backward(x, dy, dx); });
     emit("cudnn", "eval", [&] { return cudnn.eval(x, y); });

@@ -25,6 +25,19 @@ int num_threads();
 void set_one_pass_limit(std::optional<size_t> bytes);
 size_t one_pass_limit();
 
+// On a GPU the same one-pass pipelines (NCHW) give a block a channel: its
+// statistics, then its outputs, re-reading the channel's slab from L1/L2
+// rather than memory, in one launch. Used when that slab (x, plus dy for
+// backward) is at most this many bytes and, on CUDA, there are at least two
+// channels per multiprocessor. Default 48 KiB (a block's share of an SM's L1
+// and, over all resident blocks, well inside an H100's L2). 0 forces two
+// passes; SIZE_MAX forces one pass wherever the kernels apply, whatever the
+// channel count (testing, benchmarking). On OpenCL only the size counts.
+// BNFORGE_GPU_ONE_PASS_BYTES=<bytes> sets it for a whole process; nullopt
+// restores the default.
+void set_gpu_one_pass_limit(std::optional<size_t> bytes);
+size_t gpu_one_pass_limit();
+
 // One AOT-compiled kernel variant and the Halide target it was compiled for.
 struct KernelVariant {
     std::string name;      // e.g. "bnk_apply_cpu_f32_nchw_relu"
