@@ -8,8 +8,7 @@
 // OpenCL runs on PoCL in CI (float32); CUDA, all dtypes, skips without a GPU.
 #include <gtest/gtest.h>
 
-#include "kernels.h"
-#include "test_util.h"
+#include "one_pass_routes.h"
 
 #include <bnforge/runtime.h>
 
@@ -56,41 +55,18 @@ TEST_P(GpuOnePass, MatchesTheReferenceAndTheTwoPasses) {
     const Tensor x = on_device(xv), dy = on_device(dyv), addend = on_device(av);
     const Tensor w = channel_tensor(wv).to(device), b = channel_tensor(bv).to(device);
 
-    struct Route {
-        functional::BatchNormForward fwd;
-        functional::BatchNormBackward bwd;
-        std::string forward_kernel, backward_kernel;
+    auto run = [&](size_t limit) {
+        set_gpu_one_pass_limit(limit);
+        return run_training_route(x, dy, w, b, tc, addend);
     };
-    // Which batch kernels ran: the kernel table's names, seen through last_invoked_kernel after each call.
-    auto batch_kernel_of = [&](auto&& call) {
-        call();
-        return std::string(detail::last_invoked_kernel()->name);
-    };
-    Route two, one;
-    set_gpu_one_pass_limit(0);
-    two.forward_kernel = batch_kernel_of([&] {
-        two.fwd = functional::batch_norm_forward(x, Tensor(), Tensor(), w, b, true, 1e-5, tc.activation,
-                                                 tc.addend ? &addend : nullptr);
-    });
-    two.backward_kernel = batch_kernel_of([&] { two.bwd = functional::batch_norm_backward(dy, two.fwd.result.saved, w); });
-    set_gpu_one_pass_limit(std::numeric_limits<size_t>::max());
-    one.forward_kernel = batch_kernel_of([&] {
-        one.fwd = functional::batch_norm_forward(x, Tensor(), Tensor(), w, b, true, 1e-5, tc.activation,
-                                                 tc.addend ? &addend : nullptr);
-    });
-    one.backward_kernel = batch_kernel_of([&] { one.bwd = functional::batch_norm_backward(dy, one.fwd.result.saved, w); });
-    const bool one_pass = tc.layout == Layout::NCHW && sh.s > 1;
-    EXPECT_NE(two.forward_kernel.find("_apply_"), std::string::npos) << two.forward_kernel;
-    EXPECT_NE(one.forward_kernel.find(one_pass ? "_train_forward_" : "_apply_"), std::string::npos)
-        << one.forward_kernel;
-    EXPECT_NE(two.backward_kernel.find("_backward_apply_"), std::string::npos) << two.backward_kernel;
-    EXPECT_NE(one.backward_kernel.find(one_pass ? "_train_backward_" : "_backward_apply_"), std::string::npos)
-        << one.backward_kernel;
+    const TrainingRoute two = run(0), one = run(std::numeric_limits<size_t>::max());
+    // NHWC, and NCHW memory with one position per sample (read as NHWC), keep two passes.
+    expect_routes(two, one, tc.layout == Layout::NCHW && sh.s > 1);
 
     const ref::Forward rf = ref::forward(xv, sh, wv, bv, true, {}, {}, 1e-5, relu, tc.addend ? &av : nullptr);
     const ref::Backward rb = ref::backward(xv, dyv, rf.y, sh, wv, rf, true, 1e-5, relu);
     const double tol = dtype_tolerance(tc.dtype);
-    for (const Route* r : {&one, &two}) {
+    for (const TrainingRoute* r : {&one, &two}) {
         const char* route = r == &one ? "one pass" : "two passes";
         EXPECT_LE(rel(values(r->fwd.result.y), rf.y), tol) << route << ": y";
         EXPECT_LE(rel(values(r->bwd.input.dx), rb.dx), 10 * tol) << route << ": dx";

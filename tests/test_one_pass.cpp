@@ -6,8 +6,7 @@
 // runs the NHWC kernels) must keep the two passes.
 #include <gtest/gtest.h>
 
-#include "kernels.h"
-#include "test_util.h"
+#include "one_pass_routes.h"
 
 #include <bnforge/runtime.h>
 
@@ -19,12 +18,6 @@ using namespace testutil;
 using functional::Activation;
 
 namespace {
-
-struct Route {
-    functional::BatchNormForward fwd;
-    functional::BatchNormBackward bwd;
-    std::string forward_kernel, backward_kernel;
-};
 
 bool same_bytes(const Tensor& a, const Tensor& b) {
     return a.nbytes() == b.nbytes() && std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0;
@@ -53,22 +46,10 @@ TEST_P(OnePass, MatchesTwoPass) {
 
     auto run = [&](size_t limit) {
         set_one_pass_limit(limit);
-        Route r;
-        r.fwd = functional::batch_norm_forward(x, Tensor(), Tensor(), w, b, true, 1e-5, tc.activation,
-                                               tc.addend ? &addend : nullptr);
-        r.forward_kernel = detail::last_invoked_kernel()->name;
-        r.bwd = functional::batch_norm_backward(dy, r.fwd.result.saved, w);
-        r.backward_kernel = detail::last_invoked_kernel()->name;
-        return r;
+        return run_training_route(x, dy, w, b, tc, addend);
     };
-    const Route two = run(0), one = run(std::numeric_limits<size_t>::max());
-    const bool one_pass = tc.layout == Layout::NCHW && sh.s >= 256;
-    EXPECT_NE(two.forward_kernel.find("_apply_"), std::string::npos) << two.forward_kernel;
-    EXPECT_NE(one.forward_kernel.find(one_pass ? "_train_forward_" : "_apply_"), std::string::npos)
-        << one.forward_kernel;
-    EXPECT_NE(two.backward_kernel.find("_backward_apply_"), std::string::npos) << two.backward_kernel;
-    EXPECT_NE(one.backward_kernel.find(one_pass ? "_train_backward_" : "_backward_apply_"), std::string::npos)
-        << one.backward_kernel;
+    const TrainingRoute two = run(0), one = run(std::numeric_limits<size_t>::max());
+    expect_routes(two, one, tc.layout == Layout::NCHW && sh.s >= 256);
 
     ASSERT_TRUE(one.fwd.moments && two.fwd.moments);
     EXPECT_EQ(one.fwd.moments->count, two.fwd.moments->count);
