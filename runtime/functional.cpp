@@ -76,11 +76,12 @@ Tensor filled(std::vector<int64_t> shape, DType dtype, double value, Device devi
 // C float32 copies of `value` on `device`, made once per (device, C, value)
 // and kept: a module without weight or bias then makes no host copy per call
 // (a GPU step stays free of host traffic, and capturable). Only ever read.
+// Never destroyed: device runtimes may be gone by the time statics are.
 const Tensor& constant_channels(double value, int64_t channels, Device device) {
     static std::mutex mutex;
-    static std::map<std::tuple<int, int, int64_t, double>, Tensor> cache;
+    static auto* cache = new std::map<std::tuple<int, int, int64_t, double>, Tensor>;
     std::lock_guard<std::mutex> lock(mutex);
-    Tensor& t = cache[{static_cast<int>(device.kind), device.index, channels, value}];
+    Tensor& t = (*cache)[{static_cast<int>(device.kind), device.index, channels, value}];
     if (!t.defined()) t = filled({channels}, DType::Float32, value, device);
     return t;
 }
