@@ -123,6 +123,18 @@ void fuse_channel_rows_one_pass_gpu(Func rows_out, const OnePassGpu& b, const Va
 
 namespace {
 
+// `f` in the block's shared memory. Halide 21 packs a block's shared
+// allocations into one buffer sized from their exact bytes, but places each
+// at a multiple of the widest element (the float64 sums) and converts a
+// shared group's size with a floor (FuseGPUThreadLoops.cpp): an odd count of
+// floats ran past the buffer's end (oclgrind: bench/analysis.md). Narrower
+// elements are therefore stored in whole 8-byte words.
+void compute_in_block(Func f, const OnePassGpu& b) {
+    f.compute_at(b.level());
+    const int bytes = f.types()[0].bytes();
+    if (bytes < 8) f.align_storage(f.args()[0], 8 / bytes);
+}
+
 // Every stage of `f` scheduled by `per_stage`.
 void each_stage(Func f, const std::function<void(Stage)>& per_stage) {
     per_stage(Stage(f));
@@ -134,7 +146,7 @@ void each_stage(Func f, const std::function<void(Stage)>& per_stage) {
 void schedule_per_channel_one_pass_gpu(Func f, const OnePassGpu& b) {
     // A thread loop of one thread: block-level code outside any thread loop
     // costs a barrier per statement, inside the stage's loops too.
-    f.compute_at(b.level());
+    compute_in_block(f, b);
     const Var c = f.args()[0];
     Var co("co"), ci("ci");
     each_stage(f, [&](Stage stage) { stage.split(c, co, ci, 1).gpu_threads(ci); });
@@ -146,7 +158,7 @@ void schedule_channel_sums_one_pass_gpu(ChannelSums& cs, const OnePassGpu& b) {
     // one thread loop, each lane looping over the chunks; then a thread per
     // chunk adds that chunk's lanes. One barrier per stage, none in a loop.
     auto schedule = [&](Func& f, const RVar& r, const std::optional<RVar>& rows) {
-        f.compute_at(b.level());
+        compute_in_block(f, b);
         RVar along = r, ro("ro"), ri("ri");
         if (rows) {
             along = RVar("rf");
@@ -155,7 +167,8 @@ void schedule_channel_sums_one_pass_gpu(ChannelSums& cs, const OnePassGpu& b) {
         Var u("u"), kg("kg"), kgo("kgo"), kgi("kgi");
         f.update().split(along, ro, ri, kGpuReduceLanes, TailStrategy::GuardWithIf);
         Func lanes = f.update().rfactor(ri, u);
-        lanes.compute_at(b.level()).reorder(cs.k, cs.c, cs.g, u).gpu_threads(u);
+        compute_in_block(lanes, b);
+        lanes.reorder(cs.k, cs.c, cs.g, u).gpu_threads(u);
         lanes.update().reorder(ro, cs.k, cs.c, cs.g, u).gpu_threads(u);
         each_stage(f, [&](Stage stage) {
             stage.reorder(cs.k, cs.g, cs.c)

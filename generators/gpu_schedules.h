@@ -52,8 +52,8 @@ void schedule_mask_gpu(Func mask, Func main, const Var& d0, const Var& d1, const
 // threads per block, coalesced along the row and looping over the rest of the
 // slab; the per-channel stages are computed at the block, each in a thread
 // loop of its own (one barrier per stage); the other outputs join the block
-// with compute_with. (A block per warp of channels for NHWC crashed on PoCL
-// and is not built: bench/analysis.md.)
+// with compute_with. (NHWC is not built: a block per warp of channels leaves
+// most SMs idle, and PoCL miscompiles it; bench/analysis.md.)
 struct OnePassGpu {
     Func main;
     Var block;  // the channel (block) loop of `main`
