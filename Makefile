@@ -27,8 +27,22 @@ build: configure
 demo: build
 	@$(BUILD)/tools/bnforge_demo
 
-test: build
+# The other architectures (cmake/toolchains/): each a cross build in
+# build-<arch> that runs this build's generators, its tests under qemu-user
+# (ctest labels aarch64, riscv64). CROSS_ARCHS= leaves them out.
+CROSS_ARCHS ?= aarch64
+cross-%: build
+	@$(CMAKE) -S . -B build-$* -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	    -DCMAKE_TOOLCHAIN_FILE=cmake/toolchains/$*-linux-gnu.cmake -DHalide_DIR="$$(tools/halide_dir.sh)" \
+	    -Dbnforge-halide_generators_ROOT=$(CURDIR)/$(BUILD)/cmake $(CMAKE_ARGS) > build-$*.configure.log \
+	    || { cat build-$*.configure.log; exit 1; }
+	@$(CMAKE) --build build-$* -j $(JOBS)
+
+test: build $(CROSS_ARCHS:%=cross-%)
 	@$(CTEST) --test-dir $(BUILD) -j $(JOBS) --output-on-failure --timeout 900
+	@for arch in $(CROSS_ARCHS); do \
+	    $(CTEST) --test-dir build-$$arch -j $(JOBS) --output-on-failure --timeout 1500 || exit 1; \
+	done
 
 # The libFuzzer harnesses (fuzz/), each for FUZZ_SECONDS; `make test` runs them for 12 s each.
 FUZZ_SECONDS ?= 300
@@ -61,4 +75,4 @@ golden:
 	@tools/make_golden.sh
 
 clean:
-	@rm -rf $(BUILD) $(BUILD).configure.log
+	@rm -rf $(BUILD) $(BUILD).configure.log $(CROSS_ARCHS:%=build-%) $(CROSS_ARCHS:%=build-%.configure.log)

@@ -13,6 +13,12 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <string>
+#if defined(__aarch64__)
+#include <sys/prctl.h>
+#elif defined(__riscv)
+#include <sys/auxv.h>
+#endif
 #include <initializer_list>
 #include <mutex>
 #include <sstream>
@@ -24,25 +30,38 @@ namespace {
 // Halide's multi-target wrapper decides once per kernel, on its first call,
 // so the cap must be in place before any kernel runs: from the environment
 // (BNFORGE_MAX_CPU_LEVEL, read when the hooks are installed) or from
-// set_max_cpu_level() before the first call.
-std::atomic<int> g_max_level{-1};  // -1: no cap
-std::atomic<int> g_last_level{-1};
+// set_max_cpu_level() before the first call. Levels are held as their rank
+// in this architecture's table below.
+std::atomic<int> g_max_rank{-1};  // -1: no cap
+std::atomic<int> g_last_rank{-1};
 std::atomic<bool> g_kernels_called{false};
 
-// One row per CpuLevel: its name and the features a CPU needs for it; the
-// first feature is the one that marks a sub-target as being of that level.
+// Every CpuLevel's name, in enum order.
+const char* const kLevelNames[] = {"baseline",          "sse41", "avx2", "avx512_skylake", "avx512_sapphirerapids",
+                                   "arm_dot_prod_fp16", "sve2",  "rvv"};
+
+// This architecture's levels, worst first: the features a CPU needs for
+// each; the first one marks a sub-target as being of that level.
 struct LevelInfo {
-    const char* name;
+    CpuLevel level;
     std::initializer_list<halide_target_feature_t> needs;
 };
 const LevelInfo kLevels[] = {
-    {"baseline", {}},
-    {"sse41", {halide_target_feature_sse41}},
-    {"avx2", {halide_target_feature_avx2, halide_target_feature_fma, halide_target_feature_f16c, halide_target_feature_sse41}},
-    {"avx512_skylake", {halide_target_feature_avx512_skylake, halide_target_feature_avx2, halide_target_feature_fma,
-                        halide_target_feature_f16c}},
-    {"avx512_sapphirerapids", {halide_target_feature_avx512_sapphirerapids, halide_target_feature_avx512_skylake,
-                               halide_target_feature_avx2, halide_target_feature_fma}},
+    {CpuLevel::Baseline, {}},
+#if defined(__x86_64__)
+    {CpuLevel::SSE41, {halide_target_feature_sse41}},
+    {CpuLevel::AVX2, {halide_target_feature_avx2, halide_target_feature_fma, halide_target_feature_f16c,
+                      halide_target_feature_sse41}},
+    {CpuLevel::AVX512Skylake, {halide_target_feature_avx512_skylake, halide_target_feature_avx2,
+                               halide_target_feature_fma, halide_target_feature_f16c}},
+    {CpuLevel::AVX512SapphireRapids, {halide_target_feature_avx512_sapphirerapids, halide_target_feature_avx512_skylake,
+                                      halide_target_feature_avx2, halide_target_feature_fma}},
+#elif defined(__aarch64__)
+    {CpuLevel::ArmDotProdFp16, {halide_target_feature_arm_dot_prod, halide_target_feature_arm_fp16}},
+    {CpuLevel::Sve2, {halide_target_feature_sve2, halide_target_feature_arm_dot_prod, halide_target_feature_arm_fp16}},
+#elif defined(__riscv)
+    {CpuLevel::Rvv, {halide_target_feature_rvv}},
+#endif
 };
 constexpr int kLevelCount = sizeof(kLevels) / sizeof(kLevels[0]);
 
@@ -51,15 +70,50 @@ bool has(int count, const uint64_t* features, halide_target_feature_t f) {
     return word < count && (features[word] >> (static_cast<int>(f) % 64) & 1) != 0;
 }
 
-CpuLevel level_of(int count, const uint64_t* features) {
+int rank_of(int count, const uint64_t* features) {
+#if defined(__x86_64__)
     // A custom target list may say plain "avx512"; it dispatches like the Skylake level.
     if (!has(count, features, halide_target_feature_avx512_sapphirerapids) &&
         has(count, features, halide_target_feature_avx512))
-        return CpuLevel::AVX512Skylake;
-    for (int level = kLevelCount - 1; level > 0; level--) {
-        if (has(count, features, *kLevels[level].needs.begin())) return static_cast<CpuLevel>(level);
+        return 3;  // AVX512Skylake's rank
+#endif
+    for (int rank = kLevelCount - 1; rank > 0; rank--) {
+        if (has(count, features, *kLevels[rank].needs.begin())) return rank;
     }
-    return CpuLevel::Baseline;
+    return 0;
+}
+
+// The vector width (bits) the scalable-vector sub-target was compiled for:
+// "vector_bits_<n>" in BNFORGE_CPU_TARGETS; 0 when none says.
+int compiled_vector_bits() {
+    static const int bits = [] {
+        const std::string targets = BNFORGE_CPU_TARGETS_STRING;
+        const size_t at = targets.find("vector_bits_");
+        return at == std::string::npos ? 0 : std::atoi(targets.c_str() + at + 12);
+    }();
+    return bits;
+}
+
+// What Halide's own check leaves out. Its SVE2 and RVV code is compiled for
+// one vector width (vector_bits_<n>) and is wrong on any other, and its RISC-V
+// runtime detects no feature at all (every sub-target "fits").
+bool machine_runs(int rank) {
+#if defined(__aarch64__)
+    if (kLevels[rank].level == CpuLevel::Sve2) {
+        const int vl_bytes = prctl(PR_SVE_GET_VL);
+        return vl_bytes >= 0 && (vl_bytes & PR_SVE_VL_LEN_MASK) * 8 == compiled_vector_bits();
+    }
+#elif defined(__riscv)
+    if (kLevels[rank].level == CpuLevel::Rvv) {
+        constexpr unsigned long kHwcapV = 1ul << ('V' - 'A');
+        if ((getauxval(AT_HWCAP) & kHwcapV) == 0) return false;
+        unsigned long vlenb;
+        asm volatile("csrr %0, 0xc22" : "=r"(vlenb));  // vlenb: VLEN in bytes (readable only with V)
+        return static_cast<int>(vlenb * 8) == compiled_vector_bits();
+    }
+#endif
+    (void)rank;
+    return true;
 }
 
 }  // namespace
@@ -67,15 +121,16 @@ CpuLevel level_of(int count, const uint64_t* features) {
 namespace detail {
 
 int cpu_can_use_target_features(int count, const uint64_t* features) {
-    const int level = static_cast<int>(level_of(count, features));
-    const int cap = g_max_level.load(std::memory_order_relaxed);
-    const int ok = (cap < 0 || level <= cap) && halide_default_can_use_target_features(count, features);
+    const int rank = rank_of(count, features);
+    const int cap = g_max_rank.load(std::memory_order_relaxed);
+    const int ok = (cap < 0 || rank <= cap) && halide_default_can_use_target_features(count, features) &&
+                   machine_runs(rank);
     // The wrapper asks about every sub-target but the unconditional baseline
     // and runs the best one granted; under a fixed cap every kernel decides
     // alike, so the highest level granted so far is the one running.
-    const int ran = ok ? level : static_cast<int>(CpuLevel::Baseline);
-    int seen = g_last_level.load(std::memory_order_relaxed);
-    while (ran > seen && !g_last_level.compare_exchange_weak(seen, ran)) {
+    const int ran = ok ? rank : 0;
+    int seen = g_last_rank.load(std::memory_order_relaxed);
+    while (ran > seen && !g_last_rank.compare_exchange_weak(seen, ran)) {
     }
     return ok;
 }
@@ -84,46 +139,63 @@ int cpu_can_use_target_features(int count, const uint64_t* features) {
 
 namespace {
 
-std::optional<CpuLevel> parse_level(const std::string& name) {
-    for (int i = 0; i < kLevelCount; i++) {
-        if (name == kLevels[i].name) return static_cast<CpuLevel>(i);
+// The rank of the level called `name` on this architecture.
+std::optional<int> parse_rank(const std::string& name) {
+    for (int rank = 0; rank < kLevelCount; rank++) {
+        if (name == kLevelNames[static_cast<int>(kLevels[rank].level)]) return rank;
     }
     return std::nullopt;
 }
 
+std::optional<int> rank_of_level(CpuLevel level) {
+    for (int rank = 0; rank < kLevelCount; rank++) {
+        if (kLevels[rank].level == level) return rank;
+    }
+    return std::nullopt;
+}
+
+std::string level_names() {
+    std::string out;
+    for (const LevelInfo& info : kLevels) out += std::string(out.empty() ? "" : ", ") + to_string(info.level);
+    return out;
+}
+
 }  // namespace
 
-const char* to_string(CpuLevel level) { return kLevels[static_cast<int>(level)].name; }
+const char* to_string(CpuLevel level) { return kLevelNames[static_cast<int>(level)]; }
 
 void set_max_cpu_level(std::optional<CpuLevel> level) {
     detail::install_halide_hooks();
+    const auto rank = level ? rank_of_level(*level) : std::optional<int>(-1);
+    BNF_CHECK(rank, "set_max_cpu_level: " << to_string(*level) << " is not a level of this CPU architecture ("
+                                          << level_names() << ")");
     BNF_CHECK(!g_kernels_called.load(), "set_max_cpu_level: must be called before the first kernel runs (Halide's "
                                         "multi-target dispatch is decided once per kernel); or set BNFORGE_MAX_CPU_LEVEL");
-    g_max_level.store(level ? static_cast<int>(*level) : -1, std::memory_order_relaxed);
+    g_max_rank.store(*rank, std::memory_order_relaxed);
 }
 
 std::optional<CpuLevel> max_cpu_level() {
     detail::install_halide_hooks();
-    const int cap = g_max_level.load();
+    const int cap = g_max_rank.load();
     if (cap < 0) return std::nullopt;
-    return static_cast<CpuLevel>(cap);
+    return kLevels[cap].level;
 }
 
 std::optional<CpuLevel> last_cpu_level() {
-    const int level = g_last_level.load();
-    if (level < 0) return std::nullopt;
-    return static_cast<CpuLevel>(level);
+    const int rank = g_last_rank.load();
+    if (rank < 0) return std::nullopt;
+    return kLevels[rank].level;
 }
 
 CpuLevel best_cpu_level() {
     constexpr int words = (halide_target_feature_end + 63) / 64;
     int best = 0;
-    for (int level = 1; level < kLevelCount; level++) {
+    for (int rank = 1; rank < kLevelCount; rank++) {
         uint64_t mask[words] = {};
-        for (halide_target_feature_t f : kLevels[level].needs) mask[f / 64] |= uint64_t(1) << (f % 64);
-        if (halide_default_can_use_target_features(words, mask)) best = level;
+        for (halide_target_feature_t f : kLevels[rank].needs) mask[f / 64] |= uint64_t(1) << (f % 64);
+        if (halide_default_can_use_target_features(words, mask) && machine_runs(rank)) best = rank;
     }
-    return static_cast<CpuLevel>(best);
+    return kLevels[best].level;
 }
 
 std::vector<std::string> cpu_targets() {
@@ -137,10 +209,9 @@ namespace detail {
 
 void read_cpu_level_cap_from_environment() {
     if (const char* env = std::getenv("BNFORGE_MAX_CPU_LEVEL")) {
-        const auto level = parse_level(env);
-        BNF_CHECK(level, "BNFORGE_MAX_CPU_LEVEL: expected one of baseline, sse41, avx2, avx512_skylake, "
-                         "avx512_sapphirerapids, got '" << env << "'");
-        g_max_level.store(static_cast<int>(*level));
+        const auto rank = parse_rank(env);
+        BNF_CHECK(rank, "BNFORGE_MAX_CPU_LEVEL: expected one of " << level_names() << ", got '" << env << "'");
+        g_max_rank.store(*rank);
     }
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what bnforge needs to build and test, idempotently:
 #   Debian packages with apt-get (only the missing ones; clang and its
-#   compiler-rt for the libFuzzer harnesses), then Halide 21 and
+#   compiler-rt for the libFuzzer harnesses; the aarch64 and riscv64 cross
+#   compilers and qemu-user for the cross builds), then Halide 21 and
 #   CMake >= 3.28 from PyPI into the project's virtual environment (.venv).
 # Usage: tools/setup.sh [base|dev|bench]   (dev adds golden-data tools)
 set -euo pipefail
@@ -10,7 +11,8 @@ cd "$(dirname "$0")/.."
 profile=${1:-base}
 pkgs=(g++ make ninja-build python3-venv libgtest-dev googletest libbenchmark-dev
       libopenmpi-dev openmpi-bin libdlpack-dev nlohmann-json3-dev
-      pocl-opencl-icd ocl-icd-libopencl1 clang libclang-rt-14-dev)
+      pocl-opencl-icd ocl-icd-libopencl1 clang libclang-rt-14-dev
+      g++-aarch64-linux-gnu g++-riscv64-linux-gnu qemu-user)
 case "$profile" in
   dev)   pkgs+=(python3-torch python3-numpy) ;;
   bench) pkgs+=(libtorch-dev libdnnl-dev gnuplot-nox) ;;

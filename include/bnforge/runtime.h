@@ -69,9 +69,15 @@ std::vector<std::string> kernel_schedules(Device device);  // those with kernels
 // The CPU kernels are fat libraries: one sub-target per instruction-set
 // level (BNFORGE_CPU_TARGETS), chosen per call by Halide's runtime dispatch
 // as the best the CPU supports.
-enum class CpuLevel { Baseline, SSE41, AVX2, AVX512Skylake, AVX512SapphireRapids };
-const char* to_string(CpuLevel);  // "baseline", "sse41", "avx2", "avx512_skylake", "avx512_sapphirerapids"
-// Caps the level dispatch may choose (std::nullopt: no cap), for tests and
+// The instruction-set levels of the fat CPU library, each architecture's
+// worst first: x86-64 Baseline < SSE41 < AVX2 < AVX512Skylake <
+// AVX512SapphireRapids; aarch64 Baseline (NEON) < ArmDotProdFp16 < Sve2
+// (at the width it was compiled for); riscv64 Baseline < Rvv (likewise).
+enum class CpuLevel { Baseline, SSE41, AVX2, AVX512Skylake, AVX512SapphireRapids, ArmDotProdFp16, Sve2, Rvv };
+// "baseline", "sse41", "avx2", "avx512_skylake", "avx512_sapphirerapids", "arm_dot_prod_fp16", "sve2", "rvv"
+const char* to_string(CpuLevel);
+// Caps the level dispatch may choose (std::nullopt: no cap; a level of another
+// architecture is an Error), for tests and
 // benchmarks that must run the lower variants on a machine with the higher.
 // Halide decides once per kernel, so this must come before the first kernel
 // call (an Error after); the environment variable BNFORGE_MAX_CPU_LEVEL=<name>
