@@ -1,6 +1,7 @@
 # Thin wrapper: set up (idempotent), configure, build, run.
 #   make demo   — install what is missing, build, run the demo
 #   make test   — install what is missing, build, run the whole test suite
+#                 (then the aarch64 cross build under qemu: CROSS_ARCHS)
 #   make fuzz   — the fuzzers for FUZZ_SECONDS each (default 300)
 VENV   := .venv
 BUILD  ?= build
@@ -29,12 +30,14 @@ demo: build
 
 # The other architectures (cmake/toolchains/): each a cross build in
 # build-<arch> that runs this build's generators, its tests under qemu-user
-# (ctest labels aarch64, riscv64). CROSS_ARCHS= leaves them out.
+# (ctest labels aarch64, riscv64). CROSS_ARCHS= leaves them out;
+# CROSS_CMAKE_ARGS go to their configure (CMAKE_ARGS to the host build's).
 CROSS_ARCHS ?= aarch64
+CROSS_CMAKE_ARGS ?=
 cross-%: build
 	@$(CMAKE) -S . -B build-$* -G Ninja -DCMAKE_BUILD_TYPE=Release \
 	    -DCMAKE_TOOLCHAIN_FILE=cmake/toolchains/$*-linux-gnu.cmake -DHalide_DIR="$$(tools/halide_dir.sh)" \
-	    -Dbnforge-halide_generators_ROOT=$(CURDIR)/$(BUILD)/cmake $(CMAKE_ARGS) > build-$*.configure.log \
+	    -Dbnforge-halide_generators_ROOT=$(CURDIR)/$(BUILD)/cmake $(CROSS_CMAKE_ARGS) > build-$*.configure.log \
 	    || { cat build-$*.configure.log; exit 1; }
 	@$(CMAKE) --build build-$* -j $(JOBS)
 
