@@ -3,6 +3,7 @@
 #   make test   — install what is missing, build, run the whole test suite
 #                 (then the aarch64 cross build under qemu: CROSS_ARCHS)
 #   make fuzz   — the fuzzers for FUZZ_SECONDS each (default 300)
+#   make package — dist/bnforge-<version>-<arch>-linux.tar.gz per architecture
 VENV   := .venv
 BUILD  ?= build
 JOBS   ?= $(shell nproc)
@@ -11,7 +12,7 @@ CTEST  := $(VENV)/bin/ctest
 PREFIX ?= $(CURDIR)/_install
 CMAKE_ARGS ?=
 
-.PHONY: all setup configure build demo test fuzz soak bench install golden clean
+.PHONY: all setup configure build demo test fuzz soak bench install package golden clean
 all: build
 
 setup:
@@ -72,10 +73,16 @@ bench:
 install: build
 	@$(CMAKE) --install $(BUILD) --prefix $(PREFIX)
 
+# dist/bnforge-<version>-<arch>-linux.tar.gz for x86-64 and each of CROSS_ARCHS:
+# libbnforge.a, the headers and bnforgeConfig.cmake (README "Targets").
+package: build $(CROSS_ARCHS:%=cross-%)
+	@for dir in $(BUILD) $(CROSS_ARCHS:%=build-%); do $(CMAKE) --build $$dir --target package || exit 1; done
+	@mkdir -p dist && cp $(BUILD)/dist/*.tar.gz $(CROSS_ARCHS:%=build-%/dist/*.tar.gz) dist/ && ls -l dist
+
 # Regenerate the PyTorch golden files (needs Debian's python3-torch).
 golden:
 	@tools/setup.sh dev
 	@tools/make_golden.sh
 
 clean:
-	@rm -rf $(BUILD) $(BUILD).configure.log $(CROSS_ARCHS:%=build-%) $(CROSS_ARCHS:%=build-%.configure.log)
+	@rm -rf $(BUILD) $(BUILD).configure.log $(CROSS_ARCHS:%=build-%) $(CROSS_ARCHS:%=build-%.configure.log) dist

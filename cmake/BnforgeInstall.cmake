@@ -44,3 +44,14 @@ write_basic_package_version_file(${package_dir}/bnforgeConfigVersion.cmake COMPA
 install(FILES ${merged} DESTINATION ${CMAKE_INSTALL_LIBDIR})
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/bnforge DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(FILES ${package_dir}/bnforgeConfig.cmake ${package_dir}/bnforgeConfigVersion.cmake DESTINATION ${config_dir})
+
+# A package per target architecture (make package, or the `package` target of
+# any build, host or cross): bnforge-<version>-<arch>-linux.tar.gz with what
+# `make install` puts in a prefix — libbnforge.a, the headers, bnforgeConfig.cmake
+# (and libbnforge_distributed.a where MPI was built).
+set(CPACK_GENERATOR TGZ)
+set(CPACK_PACKAGE_NAME bnforge)
+set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
+set(CPACK_PACKAGE_FILE_NAME bnforge-${PROJECT_VERSION}-${CMAKE_SYSTEM_PROCESSOR}-linux)
+set(CPACK_PACKAGE_DIRECTORY ${PROJECT_BINARY_DIR}/dist)
+include(CPack)
