@@ -18,15 +18,19 @@ endfunction()
 
 if (PACKAGE)
     # The build's package (bnforge-<version>-<arch>-linux.tar.gz), unpacked as a
-    # user would, and the example cross-compiled against it with TOOLCHAIN_FILE
-    # and run under EMULATOR (a list: the command and its arguments).
+    # user would, and the example built against it (cross-compiled with
+    # TOOLCHAIN_FILE, if given) and run (under EMULATOR, a command list, if given).
     run(${CMAKE_COMMAND} --build ${BUILD_DIR} --target package)
     file(GLOB tarball ${BUILD_DIR}/dist/bnforge-*-linux.tar.gz)
     file(MAKE_DIRECTORY ${WORK_DIR}/unpacked)
     run(${CMAKE_COMMAND} -E chdir ${WORK_DIR}/unpacked ${CMAKE_COMMAND} -E tar xzf ${tarball})
     file(GLOB prefix ${WORK_DIR}/unpacked/bnforge-*)
+    set(toolchain "")
+    if (TOOLCHAIN_FILE)
+        set(toolchain -DCMAKE_TOOLCHAIN_FILE=${TOOLCHAIN_FILE})
+    endif ()
     run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/examples/train_step -B ${WORK_DIR}/build -DCMAKE_BUILD_TYPE=Release
-        -DCMAKE_TOOLCHAIN_FILE=${TOOLCHAIN_FILE} -DCMAKE_PREFIX_PATH=${prefix})
+        ${toolchain} -DCMAKE_PREFIX_PATH=${prefix})
     run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
     run(${EMULATOR} ${WORK_DIR}/build/train_step)
     return()
