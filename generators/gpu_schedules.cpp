@@ -4,12 +4,20 @@
 
 namespace bnforge_gen {
 
+namespace {
+
+// Every stage of `f` scheduled by `per_stage`.
+void each_stage(Func f, const std::function<void(Stage)>& per_stage) {
+    per_stage(Stage(f));
+    for (int u = 0; u < f.num_update_definitions(); u++) per_stage(f.update(u));
+}
+
+}  // namespace
+
 void schedule_channels_gpu(Func f, const Var& c) {
     Var co("co"), ci("ci");
-    f.compute_root().gpu_tile(c, co, ci, kGpuWarp, TailStrategy::GuardWithIf);
-    for (int u = 0; u < f.num_update_definitions(); u++) {
-        f.update(u).gpu_tile(c, co, ci, kGpuWarp, TailStrategy::GuardWithIf);
-    }
+    f.compute_root();
+    each_stage(f, [&](Stage stage) { stage.gpu_tile(c, co, ci, kGpuWarp, TailStrategy::GuardWithIf); });
 }
 
 void schedule_channel_outputs_gpu(const std::vector<Func>& outputs, const Var& c) {
@@ -28,8 +36,8 @@ void schedule_channel_rows_gpu(Func f, const Var& c, const Var& row, Func per_th
 }
 
 void schedule_scalar_gpu(Func f) {
-    f.compute_root().gpu_single_thread();
-    for (int u = 0; u < f.num_update_definitions(); u++) f.update(u).gpu_single_thread();
+    f.compute_root();
+    each_stage(f, [](Stage stage) { stage.gpu_single_thread(); });
 }
 
 void schedule_channel_sums_gpu(ChannelSums& cs, Layout layout, Func rows_out, const Var& c, const Var& row) {
@@ -133,12 +141,6 @@ void compute_in_block(Func f, const OnePassGpu& b) {
     f.compute_at(b.level());
     const int bytes = f.types()[0].bytes();
     if (bytes < 8) f.align_storage(f.args()[0], 8 / bytes);
-}
-
-// Every stage of `f` scheduled by `per_stage`.
-void each_stage(Func f, const std::function<void(Stage)>& per_stage) {
-    per_stage(Stage(f));
-    for (int u = 0; u < f.num_update_definitions(); u++) per_stage(f.update(u));
 }
 
 }  // namespace
