@@ -3,9 +3,5 @@
 #   cmake -S . -B build-aarch64 -DCMAKE_TOOLCHAIN_FILE=cmake/toolchains/aarch64-linux-gnu.cmake \
 #         -Dbnforge-halide_generators_ROOT=build/cmake
 # (`make cross-aarch64` does both builds). See README "Targets".
-set(CMAKE_SYSTEM_NAME Linux)
 set(CMAKE_SYSTEM_PROCESSOR aarch64)
-set(CMAKE_C_COMPILER aarch64-linux-gnu-gcc)
-set(CMAKE_CXX_COMPILER aarch64-linux-gnu-g++)
-set(BNFORGE_CROSS_SYSROOT /usr/aarch64-linux-gnu)
 include(${CMAKE_CURRENT_LIST_DIR}/cross-common.cmake)
