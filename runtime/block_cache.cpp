@@ -32,13 +32,14 @@ struct Cache {
     size_t cached = 0;
     size_t limit = initial_limit();
 
-    // Frees blocks (largest first) until `cached` + `incoming` fits the limit.
+    // Frees blocks (largest first; of equal size, the longest unused) until
+    // `cached` + `incoming` fits the limit.
     void trim(size_t incoming) {
         while (!blocks.empty() && cached + incoming > limit) {
-            auto last = std::prev(blocks.end());
-            cached -= last->first;
-            std::free(last->second);
-            blocks.erase(last);
+            auto coldest = blocks.lower_bound(std::prev(blocks.end())->first);
+            cached -= coldest->first;
+            std::free(coldest->second);
+            blocks.erase(coldest);
         }
     }
 };
@@ -77,8 +78,11 @@ void* take_cached_block(size_t bytes) {
     if (bytes < kMinCachedBytes) return nullptr;
     Cache& c = cache();
     std::lock_guard<std::mutex> lock(c.mutex);
-    auto it = c.blocks.find(bytes);
-    if (it == c.blocks.end()) return nullptr;
+    // Equal keys keep insertion order: the last of the range was released
+    // last, so it is the one most likely still in cache.
+    auto [first, end] = c.blocks.equal_range(bytes);
+    if (first == end) return nullptr;
+    auto it = std::prev(end);
     void* ptr = it->second;
     c.blocks.erase(it);
     c.cached -= bytes;

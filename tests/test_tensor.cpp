@@ -863,6 +863,22 @@ TEST(HostCache, ReusesReleasedBlocksOfTheSameSizeWithinTheLimit) {
         Tensor other = Tensor::empty(shape, DType::Float32);
         EXPECT_NE(other.raw_data(), first);
     }
+    {
+        // Of two free blocks of one size, the one released last comes back first:
+        // its lines are the ones still in cache (the oldest would be the coldest).
+        void* a = nullptr;
+        void* b = nullptr;
+        {
+            Tensor ta = Tensor::empty(shape, DType::Float32);
+            Tensor tb = Tensor::empty(shape, DType::Float32);
+            a = ta.raw_data();
+            b = tb.raw_data();
+            ta = Tensor();  // released first
+        }                   // then tb
+        Tensor next = Tensor::empty(shape, DType::Float32);
+        EXPECT_EQ(next.raw_data(), b);
+        EXPECT_NE(next.raw_data(), a);
+    }
     set_host_cache_limit(0);  // trims everything, and keeps nothing from now on
     { Tensor t = Tensor::empty(shape, DType::Float32); }
     EXPECT_EQ(host_cache_limit(), 0u);
