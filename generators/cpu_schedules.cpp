@@ -36,7 +36,14 @@ void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec, const st
         } else {
             // Channels innermost in the chunk-sum buffer too, so its vectors are dense.
             f.reorder_storage(cs.c, cs.k, cs.g).vectorize(cs.c, vec, TailStrategy::GuardWithIf);
-            f.update().reorder(cs.c, r, cs.k, cs.g).vectorize(cs.c, vec, TailStrategy::GuardWithIf);
+            // A block of four vectors of channels runs the whole chunk, so its
+            // accumulators are loop-invariant and live in registers; with
+            // channels innermost each position loaded and stored every one.
+            Var co("co"), ci("ci");
+            f.update()
+                .split(cs.c, co, ci, vec * 4, TailStrategy::GuardWithIf)
+                .reorder(ci, r, co, cs.k, cs.g)
+                .vectorize(ci);
             if (root) f.update().parallel(cs.g);
         }
     };
