@@ -58,16 +58,32 @@ fuzz: build
 soak: build
 	@$(BUILD)/bench/bnforge_soak --steps=10000
 
-# The CPU benchmark against PyTorch, oneDNN and the copy floor; installs the
-# peers, runs everything in one process, then SyncBatchNorm's cost under mpirun
+# The CPU benchmark against PyTorch and oneDNN (newest PyPI releases, installed
+# into .bench/) and the copy floor, in two regimes (inputs rotated past the
+# LLC, then one cache-resident buffer); oneDNN's OpenMP build runs in a process
+# of its own, next to bnforge again. The autoscheduled kernel sets are timed
+# in the DRAM regime only. Then SyncBatchNorm's cost under mpirun
 # (bench/sync_bn.sh); writes bench/results/<date>-<machine>.{md,png}.
 BENCH_ARGS ?=
+BENCH_OUT := $(BUILD)/bench-runs
 bench:
 	@tools/setup.sh bench
 	@$(MAKE) --no-print-directory build
-	@$(BUILD)/bench/bnforge_bench --benchmark_out=$(BUILD)/bench.json --benchmark_out_format=json $(BENCH_ARGS)
+	@rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT)
+	@for regime in dram cache; do \
+	    impls=; [ $$regime = cache ] && impls=--impls=bnforge,onednn,pytorch; \
+	    $(BUILD)/bench/bnforge_bench --regime=$$regime $$impls --benchmark_out=$(BENCH_OUT)/$$regime.json \
+	        --benchmark_out_format=json $(BENCH_ARGS) || exit 1; \
+	    if [ -x $(BUILD)/bench/bnforge_bench_onednn_omp ]; then \
+	        $(BUILD)/bench/bnforge_bench_onednn_omp --regime=$$regime --impls=bnforge,onednn-omp \
+	            --benchmark_out=$(BENCH_OUT)/$$regime-onednn-omp.json --benchmark_out_format=json $(BENCH_ARGS) \
+	            || exit 1; \
+	    fi; \
+	done
 	@bench/sync_bn.sh $(BUILD) $(BUILD)/sync_bn.md
-	@$(VENV)/bin/python bench/report.py $(BUILD)/bench.json --out-dir bench/results --analysis bench/analysis.md \
+	@runs=; for f in dram dram-onednn-omp cache cache-onednn-omp; do \
+	    [ -f $(BENCH_OUT)/$$f.json ] && runs="$$runs $(BENCH_OUT)/$$f.json"; done; \
+	$(VENV)/bin/python bench/report.py $$runs --out-dir bench/results --analysis bench/analysis.md \
 	    --section $(BUILD)/sync_bn.md
 
 install: build

@@ -22,6 +22,7 @@ enum class Op {
     backward,        // after a training forward: dx, dweight, dbias
     fused_forward,   // training: y = ReLU(BN(x) + addend) (OneFlow's FusedBatchNorm2d)
     fused_backward,  // after fused_forward: dx, daddend, dweight, dbias
+    relu_forward,    // training: y = ReLU(BN(x)) (oneDNN's fuse_norm_relu; PyTorch unfused)
 };
 const char* to_string(Op op);
 
@@ -105,7 +106,9 @@ public:
 // found at configure time are not compiled in (see bench/CMakeLists.txt).
 std::unique_ptr<Implementation> make_bnforge();
 std::unique_ptr<Implementation> make_pytorch();    // BNFORGE_BENCH_HAVE_TORCH
-std::unique_ptr<Implementation> make_onednn();     // BNFORGE_BENCH_HAVE_DNNL
+// BNFORGE_BENCH_HAVE_DNNL; named BNFORGE_BENCH_DNNL_NAME ("onednn", "onednn-omp"):
+// each oneDNN build is linked into its own bench executable (their libdnnl.so.3 clash).
+std::unique_ptr<Implementation> make_onednn();
 // bnforge with the kernels of one autoscheduler ("adams2019", "mullapudi2016", "li2018"),
 // for each autoscheduler the build contains.
 std::vector<std::string> autoscheduled_schedules();

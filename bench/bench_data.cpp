@@ -15,6 +15,7 @@ const char* to_string(Op op) {
         case Op::backward: return "backward";
         case Op::fused_forward: return "fused_forward";
         case Op::fused_backward: return "fused_backward";
+        case Op::relu_forward: return "relu_forward";
     }
     return "?";
 }

@@ -1,13 +1,16 @@
 // The CPU benchmark: every implementation on every case, next to the
 // bandwidth floor, in one process, with the same threads for everyone.
 //
-//   bnforge_bench [--threads=N] [--cases=full|quick] [--impls=a,b,...] [Google Benchmark flags]
+//   bnforge_bench [--threads=N] [--cases=full|quick] [--regime=dram|cache]
+//                 [--impls=a,b,...] [Google Benchmark flags]
 //
 // Per case (shape, layout, dtype): a copy of |x| into y (the floor's
-// bandwidth), then each op for each implementation. Inputs rotate through
-// enough slots that one round touches more than the last-level cache, so an
-// iteration reads its data from memory, not from what the previous iteration
-// left in cache. Each (op, implementation) is checked once against the
+// bandwidth), then each op for each implementation. In the DRAM regime (the
+// default) inputs rotate through enough slots that one round touches three
+// times the last-level cache the CPU reports, so an iteration reads its data
+// from memory, not from what the previous iteration left in cache; in the
+// cache regime every iteration reuses one buffer, as a layer whose tensors
+// stay resident in the LLC would. Each (op, implementation) is checked once against the
 // float64 reference before it is timed; a failed check is reported, not timed.
 #include "bench_api.h"
 #include "kernels.h"
@@ -25,6 +28,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <unistd.h>
 
 namespace bench {
 namespace {
@@ -32,26 +36,42 @@ namespace {
 struct Config {
     int threads = 2;
     bool quick = false;
+    bool cache_regime = false;  // one buffer instead of inputs rotated past the LLC
     std::set<std::string> impls;  // empty: all
 };
 Config g_config;
 int g_failed_checks = 0;  // a wrong result fails the run (and the ctest that runs the quick cases)
 
+// The last-level cache the CPU reports (sysconf, as the one-pass limit reads
+// L2); 32 MiB when it reports none.
+double llc_bytes() {
+    for (int name : {_SC_LEVEL4_CACHE_SIZE, _SC_LEVEL3_CACHE_SIZE, _SC_LEVEL2_CACHE_SIZE}) {
+        const long v = sysconf(name);
+        if (v > 0) return static_cast<double>(v);
+    }
+    return 32.0 * (1 << 20);
+}
+
 // N = 32 batch-norm shapes of ResNet-50 (C x H x W), and one case larger than
-// the last-level cache: the stem's BN at batch 256 (822 MB in float32).
+// the last-level cache: the stem's BN at batch 256 (822 MB in float32), which
+// the cache regime leaves out (one buffer of it is the DRAM regime already);
+// the cache regime adds 1x64x7x7, where a call's fixed cost is most of its time.
 std::vector<Shape> shapes() {
     if (g_config.quick) return {{4, 16, 10, 10}, {8, 64, 14, 14}};
-    return {{32, 64, 112, 112}, {32, 64, 56, 56},   {32, 256, 56, 56}, {32, 128, 28, 28},
-            {32, 512, 28, 28},  {32, 256, 14, 14},  {32, 1024, 14, 14}, {32, 512, 7, 7},
-            {32, 2048, 7, 7},   {256, 64, 112, 112}};
+    std::vector<Shape> all{{32, 64, 112, 112}, {32, 64, 56, 56},   {32, 256, 56, 56}, {32, 128, 28, 28},
+                           {32, 512, 28, 28},  {32, 256, 14, 14},  {32, 1024, 14, 14}, {32, 512, 7, 7},
+                           {32, 2048, 7, 7}};
+    if (g_config.cache_regime) all.push_back({1, 64, 7, 7});
+    else all.push_back({256, 64, 112, 112});
+    return all;
 }
 
 // Enough slots that a round of inputs and outputs (about 5 tensors a slot)
-// exceeds the 480 MB last-level cache of this machine class three times over.
+// exceeds the last-level cache three times over; one in the cache regime.
 int slots_for(const Shape& s, bnforge::DType dtype) {
+    if (g_config.cache_regime) return 1;
     const double tensor = static_cast<double>(s.numel()) * bnforge::element_size(dtype);
-    const double target = 1.5e9;
-    return static_cast<int>(std::clamp(std::ceil(target / (5 * tensor)), 1.0, 128.0));
+    return static_cast<int>(std::clamp(std::ceil(3 * llc_bytes() / (5 * tensor)), 1.0, 128.0));
 }
 
 // One CaseData alive at a time: the largest case needs gigabytes.
@@ -88,6 +108,7 @@ double floor_bytes(const CaseSpec& spec, bool fits) {
         case Op::backward: return reads * 2 * t + t;
         case Op::fused_forward: return reads * t + t /*addend*/ + t + mask;
         case Op::fused_backward: return reads * (2 * t + mask) + 2 * t;
+        case Op::relu_forward: return reads * t + t;  // y is the backward's mask
     }
     return 0;
 }
@@ -166,7 +187,8 @@ void op_case(benchmark::State& st, CaseSpec spec, Implementation* impl, int thre
         return;
     }
     set_counters(st, floor_bytes(spec, slab_fits(*data, spec.op)), spec.shape, threads);
-    if (impl->name().rfind("bnforge", 0) == 0 && (spec.op == Op::train_forward || spec.op == Op::fused_forward))
+    if (impl->name().rfind("bnforge", 0) == 0 && (spec.op == Op::train_forward || spec.op == Op::fused_forward ||
+                                                 spec.op == Op::relu_forward))
         st.counters["fused"] = runner->one_pass() ? 1 : 0;
     impl->set_num_threads(g_config.threads);
 }
@@ -205,7 +227,7 @@ void register_all() {
                 // Benchmark's repetitions must all run the same count.
                 const double est = 4.0 * static_cast<double>(shape.numel()) * bnforge::element_size(dtype) / 8e9;
                 const auto iterations = static_cast<benchmark::IterationCount>(
-                    g_config.quick ? 2 : std::clamp(0.04 / est, 1.0, 100.0));
+                    g_config.quick ? 2 : std::clamp(0.04 / est, 1.0, 1000.0));
                 auto reg = [&](const std::string& name, auto fn) {
                     benchmark::RegisterBenchmark(name.c_str(), fn)
                         ->UseManualTime()
@@ -216,7 +238,8 @@ void register_all() {
                 if (f32 && t > 1 && scaling_shape(shape))
                     reg("copy" + tail + "/floor-1thread",
                         [=](benchmark::State& st) { copy_floor(st, shape, layout, dtype, 1); });
-                for (Op op : {Op::train_forward, Op::eval_forward, Op::backward, Op::fused_forward, Op::fused_backward}) {
+                for (Op op : {Op::train_forward, Op::eval_forward, Op::backward, Op::relu_forward, Op::fused_forward,
+                              Op::fused_backward}) {
                     const CaseSpec spec{shape, layout, dtype, op};
                     for (auto& impl : implementations()) {
                         if (!g_config.impls.empty() && !g_config.impls.count(impl->name())) continue;
@@ -246,6 +269,9 @@ std::string cpu_model() {
 
 int main(int argc, char** argv) {
     using namespace bench;
+#ifdef BNFORGE_BENCH_OCL_ICD
+    setenv("OCL_ICD_FILENAMES", BNFORGE_BENCH_OCL_ICD, 0);  // before oneDNN's SYCL runtime looks for a CPU device
+#endif
     // Our flags first; Google Benchmark rejects what it does not know.
     std::vector<char*> rest{argv[0]};
     bool min_time_given = false, reps_given = false;
@@ -257,6 +283,8 @@ int main(int argc, char** argv) {
             g_config.quick = true;
         } else if (a == "--cases=full") {
             g_config.quick = false;
+        } else if (a == "--regime=cache" || a == "--regime=dram") {
+            g_config.cache_regime = a == "--regime=cache";
         } else if (a.rfind("--impls=", 0) == 0) {
             std::stringstream list(a.substr(8));
             for (std::string name; std::getline(list, name, ',');) g_config.impls.insert(name);
@@ -285,6 +313,13 @@ int main(int argc, char** argv) {
     if (const auto level = bnforge::last_cpu_level()) benchmark::AddCustomContext("bnforge_cpu_variant", to_string(*level));
     benchmark::AddCustomContext("cpu_model", cpu_model());
     benchmark::AddCustomContext("threads", std::to_string(g_config.threads));
+    benchmark::AddCustomContext("regime", g_config.cache_regime ? "cache" : "dram");
+#ifdef BNFORGE_BENCH_JEMALLOC
+    benchmark::AddCustomContext("allocator", "jemalloc");
+#else
+    benchmark::AddCustomContext("allocator", "glibc malloc");
+#endif
+    benchmark::AddCustomContext("llc_bytes", std::to_string(static_cast<int64_t>(llc_bytes())));
     benchmark::AddCustomContext("bnforge_one_pass_limit_bytes", std::to_string(bnforge::one_pass_limit()));
     for (auto& impl : implementations())
         if (!impl->notes().empty()) benchmark::AddCustomContext("notes_" + impl->name(), impl->notes());

@@ -104,7 +104,8 @@ std::string check_outputs(const CaseSpec& spec, const CaseData& data, const Outp
     for (auto& v : var) v /= m;
 
     const bool eval = spec.op == Op::eval_forward;
-    const bool fused = spec.op == Op::fused_forward || spec.op == Op::fused_backward;
+    const bool fused = spec.op == Op::fused_forward || spec.op == Op::fused_backward;  // + addend, ReLU
+    const bool relu = fused || spec.op == Op::relu_forward;
     const std::vector<double> use_mean = eval ? channel_vector(data.running_mean) : mean;
     const std::vector<double> use_var = eval ? channel_vector(data.running_var) : var;
     std::vector<double> invstd(s.c);
@@ -116,10 +117,11 @@ std::string check_outputs(const CaseSpec& spec, const CaseData& data, const Outp
     };
     auto y_ref = [&](int64_t n, int64_t c, int64_t h, int64_t ww) {
         const double v = pre_ref(n, c, h, ww);
-        return fused && !(v > 0) ? 0.0 : v;
+        return relu && !(v > 0) ? 0.0 : v;
     };
 
-    if (spec.op == Op::train_forward || spec.op == Op::eval_forward || spec.op == Op::fused_forward) {
+    if (spec.op == Op::train_forward || spec.op == Op::eval_forward || spec.op == Op::fused_forward ||
+        spec.op == Op::relu_forward) {
         if (!out.y.defined()) return "no y";
         const View y(out.y);
         RelL2 e;

@@ -64,11 +64,12 @@ private:
 
     F::BatchNormForward forward(int slot) const {
         const bool fused = spec_.op == Op::fused_forward || spec_.op == Op::fused_backward;
+        const bool relu = fused || spec_.op == Op::relu_forward;
         if (spec_.op == Op::eval_forward)
             return F::batch_norm_forward(data_.x[slot], data_.running_mean, data_.running_var, data_.weight,
                                          data_.bias, false, kEps);
         return F::batch_norm_forward(data_.x[slot], bnforge::Tensor(), bnforge::Tensor(), data_.weight, data_.bias,
-                                     true, kEps, fused ? Activation::Relu : Activation::Identity,
+                                     true, kEps, relu ? Activation::Relu : Activation::Identity,
                                      fused ? &data_.addend[slot] : nullptr);
     }
 

@@ -1,12 +1,14 @@
-// The oneDNN peer: batch normalization primitives of Debian's oneDNN (2.6, OpenMP
-// CPU runtime) on a CPU engine, used the way a oneDNN user builds a layer:
-// primitives, memory objects and a user scratchpad are created once (prepare),
-// run() only executes the primitives on the slot's memory.
+// The oneDNN peer: batch normalization primitives of oneDNN 3.x on a CPU
+// engine, used the way a oneDNN user builds a layer: primitives, memory
+// objects and a user scratchpad are created once (prepare), run() only
+// executes the primitives on the slot's memory. The same source serves each
+// oneDNN build the bench links (bench/CMakeLists.txt), one per executable.
 //
-// oneDNN 2.6's batch norm can fuse a ReLU (fuse_norm_relu) but not an addend,
-// so ReLU(BN(x) + addend) is BN forward then a binary add primitive with an
-// eltwise ReLU post-op, in place on y; its backward is an eltwise ReLU backward
-// (relu_use_dst_for_bwd: dy masked by y > 0, which is daddend) then BN backward.
+// BN+ReLU is one primitive (fuse_norm_relu, with its workspace). oneDNN's CPU
+// batch norm cannot fuse an addend, so ReLU(BN(x) + addend) is BN forward then
+// a binary add primitive with an eltwise ReLU post-op, in place on y; its
+// backward is an eltwise ReLU backward (relu_use_dst_for_bwd: dy masked by
+// y > 0, which is daddend) then BN backward.
 #include "bench_api.h"
 
 #include <oneapi/dnnl/dnnl.hpp>
@@ -17,6 +19,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -59,10 +62,10 @@ dnnl::memory::desc data_desc(const Shape& s, bnforge::Layout layout, bnforge::DT
 
 // Zero-copy wrap of the driver's dense tensor (checked against the descriptor's strides).
 dnnl::memory wrap(const bnforge::Tensor& t, const dnnl::memory::desc& md, const dnnl::engine& eng) {
-    const dnnl_memory_desc_t& c = md.data;
+    const dnnl::memory::dims want = md.get_strides();
     const auto& strides = t.strides();
-    for (int d = 0; d < c.ndims; ++d)
-        if (t.shape()[d] > 1 && strides[d] != c.format_desc.blocking.strides[d])
+    for (int d = 0; d < md.get_ndims(); ++d)
+        if (t.shape()[d] > 1 && strides[d] != want[d])
             throw std::runtime_error("onednn peer: input tensor is not dense in the case's layout");
     return dnnl::memory(md, eng, t.raw_data());
 }
@@ -124,43 +127,48 @@ Pds make_pds(const CaseSpec& spec, const dnnl::engine& eng) {
     const auto md = data_desc(spec.shape, spec.layout, spec.dtype);
     const float eps = static_cast<float>(kEps);
     const auto attr = user_scratchpad();
+    const auto train = dnnl::prop_kind::forward_training;
     Pds p;
     using bn_fwd = dnnl::batch_normalization_forward;
     if (spec.op == Op::eval_forward) {
         p.fwd = checked("batch_normalization_forward(forward_inference)", spec, [&] {
-            return bn_fwd::primitive_desc({dnnl::prop_kind::forward_inference, md, eps,
-                                           flags::use_global_stats | flags::use_scale | flags::use_shift},
-                                          attr, eng);
+            return bn_fwd::primitive_desc(eng, dnnl::prop_kind::forward_inference, md, md, eps,
+                                          flags::use_global_stats | flags::use_scale | flags::use_shift, attr);
+        });
+        return p;
+    }
+    if (spec.op == Op::relu_forward) {
+        p.fwd = checked("batch_normalization_forward(forward_training, fuse_norm_relu)", spec, [&] {
+            return bn_fwd::primitive_desc(eng, train, md, md, eps,
+                                          flags::fuse_norm_relu | flags::use_scale | flags::use_shift, attr);
         });
         return p;
     }
     p.fwd = checked("batch_normalization_forward(forward_training)", spec, [&] {
-        return bn_fwd::primitive_desc({dnnl::prop_kind::forward_training, md, eps, flags::use_scale | flags::use_shift},
-                                      attr, eng);
+        return bn_fwd::primitive_desc(eng, train, md, md, eps, flags::use_scale | flags::use_shift, attr);
     });
     if (spec.op == Op::fused_forward || spec.op == Op::fused_backward) {
         dnnl::post_ops po;
-        po.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+        po.append_eltwise(dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
         dnnl::primitive_attr a = user_scratchpad();
         a.set_post_ops(po);
         p.add_relu = checked("binary(binary_add) with an eltwise_relu post-op", spec, [&] {
-            return dnnl::binary::primitive_desc({dnnl::algorithm::binary_add, md, md, md}, a, eng);
+            return dnnl::binary::primitive_desc(eng, dnnl::algorithm::binary_add, md, md, md, a);
         });
     }
     if (spec.op == Op::fused_backward) {
         const auto relu = dnnl::algorithm::eltwise_relu_use_dst_for_bwd;
         p.relu_hint = checked("eltwise_forward(relu_use_dst_for_bwd)", spec, [&] {
-            return dnnl::eltwise_forward::primitive_desc({dnnl::prop_kind::forward_training, relu, md, 0.0f, 0.0f},
-                                                         eng);
+            return dnnl::eltwise_forward::primitive_desc(eng, train, relu, md, md, 0.0f, 0.0f);
         });
         p.relu_bwd = checked("eltwise_backward(relu_use_dst_for_bwd)", spec, [&] {
-            return dnnl::eltwise_backward::primitive_desc({relu, md, md, 0.0f, 0.0f}, attr, eng, p.relu_hint);
+            return dnnl::eltwise_backward::primitive_desc(eng, relu, md, md, md, 0.0f, 0.0f, p.relu_hint, attr);
         });
     }
     if (spec.op == Op::backward || spec.op == Op::fused_backward)
         p.bwd = checked("batch_normalization_backward(backward)", spec, [&] {
             return dnnl::batch_normalization_backward::primitive_desc(
-                {dnnl::prop_kind::backward, md, md, eps, flags::use_scale | flags::use_shift}, attr, eng, p.fwd);
+                eng, dnnl::prop_kind::backward, md, md, md, eps, flags::use_scale | flags::use_shift, p.fwd, attr);
         });
     return p;
 }
@@ -179,7 +187,8 @@ public:
             std::string(" (") + bnforge::to_string(spec.layout) + "/" + bnforge::to_string(spec.dtype) + "): ";
 
         dnnl::memory weight = wrap(data.weight, cmd, eng), bias = wrap(data.bias, cmd, eng);
-        const bool fwd_timed = op == Op::train_forward || op == Op::eval_forward || op == Op::fused_forward;
+        const bool fwd_timed = op == Op::train_forward || op == Op::eval_forward || op == Op::fused_forward ||
+                               op == Op::relu_forward;
         const bool backward = op == Op::backward || op == Op::fused_backward;
         const bool fused = op == Op::fused_forward || op == Op::fused_backward;
 
@@ -206,6 +215,7 @@ public:
                 s.dshift = fresh(cmd, eng);
             }
             if (op == Op::fused_backward) s.g = fresh(p.relu_bwd.diff_src_desc(), eng);
+            if (op == Op::relu_forward) s.workspace = fresh(p.fwd.workspace_desc(), eng);
         }
 
         // Forward (timed, or the one the backward needs).
@@ -214,6 +224,7 @@ public:
         for (Slot& s : s_) {
             Args a{{DNNL_ARG_SRC, s.x}, {DNNL_ARG_DST, s.y}, {DNNL_ARG_SCALE, weight}, {DNNL_ARG_SHIFT, bias},
                    {DNNL_ARG_MEAN, s.mean}, {DNNL_ARG_VARIANCE, s.var}, {DNNL_ARG_SCRATCHPAD, fwd_scratch}};
+            if (op == Op::relu_forward) a[DNNL_ARG_WORKSPACE] = s.workspace;  // the ReLU mask, for a backward
             fwd.args.push_back(std::move(a));
         }
         impls.insert("batch_normalization_forward" + where + p.fwd.impl_info_str());
@@ -249,7 +260,7 @@ public:
         for (Slot& s : s_) {
             const dnnl::memory& diff_dst = op == Op::fused_backward ? s.g : s.dy;
             bwd.args.push_back({{DNNL_ARG_SRC, s.x}, {DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_MEAN, s.mean},
-                                {DNNL_ARG_VARIANCE, s.var}, {DNNL_ARG_SCALE, weight}, {DNNL_ARG_SHIFT, bias},
+                                {DNNL_ARG_VARIANCE, s.var}, {DNNL_ARG_SCALE, weight},
                                 {DNNL_ARG_DIFF_SRC, s.dx}, {DNNL_ARG_DIFF_SCALE, s.dscale},
                                 {DNNL_ARG_DIFF_SHIFT, s.dshift}, {DNNL_ARG_SCRATCHPAD, bwd_scratch}});
         }
@@ -266,6 +277,7 @@ public:
         switch (spec_.op) {
             case Op::train_forward:
             case Op::fused_forward:
+            case Op::relu_forward:
                 o.y = view(s.y, spec_.shape, spec_.layout, spec_.dtype);
                 o.mean = to_vector(s.mean, c);
                 o.var = to_vector(s.var, c);
@@ -293,6 +305,7 @@ private:
         dnnl::memory y, mean, var;         // forward outputs (mean/var: running stats for eval)
         dnnl::memory g;                    // fused backward: dy masked by y > 0 (= daddend)
         dnnl::memory dx, dscale, dshift;   // backward outputs
+        dnnl::memory workspace;            // relu_forward: fuse_norm_relu's mask
     };
     CaseSpec spec_;
     dnnl::engine eng_;
@@ -305,7 +318,7 @@ class DnnlImplementation : public Implementation {
 public:
     DnnlImplementation() : eng_(dnnl::engine::kind::cpu, 0), stream_(eng_) {}
 
-    std::string name() const override { return "onednn"; }
+    std::string name() const override { return BNFORGE_BENCH_DNNL_NAME; }
 
     // Decided by oneDNN: the case's primitive descriptors are created (no memory).
     std::string unsupported(const CaseSpec& spec) const override {
@@ -320,6 +333,9 @@ public:
         return "";
     }
 
+    // An OpenMP build follows omp_set_num_threads; a TBB (or SYCL-over-TBB)
+    // build uses one worker per CPU it may run on, which is the bench's
+    // thread count on this 2-CPU machine kind (notes() prints both).
     void set_num_threads(int threads) override { omp_set_num_threads(threads); }
 
     std::unique_ptr<Runner> prepare(const CaseSpec& spec, const CaseData& data) override {
@@ -328,17 +344,19 @@ public:
 
     std::string notes() const override {
         const dnnl_version_t* v = dnnl::version();
-        std::string s = "oneDNN " + version_str() + " (Debian libdnnl), CPU runtime " + runtime_name(v->cpu_runtime) +
-                        " (" + std::to_string(omp_get_max_threads()) +
-                        " threads via omp_set_num_threads), CPU engine + in-order stream, user scratchpads, all "
+        std::string s = "oneDNN " + version_str() + " (" + BNFORGE_BENCH_DNNL_SOURCE + "), CPU runtime " +
+                        runtime_name(v->cpu_runtime) + " (omp_get_max_threads " +
+                        std::to_string(omp_get_max_threads()) + ", " +
+                        std::to_string(std::thread::hardware_concurrency()) +
+                        " CPUs), CPU engine + in-order stream, user scratchpads, all "
                         "outputs preallocated per slot. train_forward: batch_normalization_forward(forward_training, "
                         "use_scale|use_shift) writing y, mean, variance; eval_forward: forward_inference, "
                         "use_global_stats|use_scale|use_shift; backward: batch_normalization_backward(backward, "
                         "use_scale|use_shift) -> diff_src, diff_scale, diff_shift, after one untimed training forward; "
+                        "relu_forward: forward_training with fuse_norm_relu (y and a workspace mask); "
                         "fused_forward: BN forward_training into y, then binary_add(y, addend) -> y in place with an "
                         "eltwise_relu post-op; fused_backward: eltwise_backward(relu_use_dst_for_bwd, dst=y) -> "
-                        "daddend, then BN backward on daddend. oneDNN 2.6's JIT batch norm takes nhwc (or blocked "
-                        "nChw16c) memory; plain nchw gets the generic ncsp_bnorm implementation.";
+                        "daddend, then BN backward on daddend.";
         // The driver may ask before any case is prepared: then list what oneDNN
         // picks for a representative shape (its choice follows layout, dtype and ISA).
         std::set<std::string> impls = impls_;

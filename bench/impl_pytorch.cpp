@@ -1,11 +1,12 @@
-// The PyTorch peer: ATen's CPU batch norm from Debian's libtorch (1.13), called
-// the way a C++ PyTorch user (or torch.nn.functional underneath) calls it.
+// The PyTorch peer: ATen's CPU batch norm from the torch wheel's libtorch (its
+// CPU libraries only), called the way a C++ PyTorch user (or
+// torch.nn.functional underneath) calls it.
 //
-// ATen 1.13 on CPU has no out= kernel for native_batch_norm (its .out overload
-// is dispatched for CUDA/MPS only) and native_batch_norm_backward.out is the
-// generated composite wrapper (functional call + copy into the out tensors), so
-// those outputs are allocated by every call, as they are for every PyTorch
-// user; threshold_backward has a real out= kernel and add_/relu_ work in place.
+// Outputs are allocated by every call, as they are for every PyTorch user
+// (torch.nn.functional.batch_norm has no out=); the process runs on jemalloc
+// (bench/CMakeLists.txt), the caching allocator PyTorch CPU deployments use,
+// so a call reuses memory instead of page-faulting fresh pages from glibc's
+// mmap threshold. threshold_backward has an out= kernel and add_/relu_ work in place.
 #include "bench_api.h"
 
 #include <ATen/ATen.h>
@@ -126,6 +127,11 @@ public:
                 s.y.add_(s.addend);
                 s.y.relu_();
                 break;
+            case Op::relu_forward:
+                std::tie(s.y, s.save_mean, s.save_invstd) =
+                    at::native_batch_norm(s.x, opt(weight_), opt(bias_), {}, {}, true, kMomentum, kEps);
+                s.y.relu_();
+                break;
             case Op::fused_backward:
                 at::threshold_backward_out(s.g, s.dy, s.y, 0);
                 std::tie(s.dx, s.dweight, s.dbias) =
@@ -141,6 +147,7 @@ public:
         switch (op_) {
             case Op::train_forward:
             case Op::fused_forward:
+            case Op::relu_forward:
                 o.y = view(s.y);
                 o.mean = to_vector(s.save_mean);
                 o.var = var_from_invstd(s.save_invstd);
@@ -187,7 +194,7 @@ public:
         try {
             probe(spec);
         } catch (const std::exception& e) {
-            reason = std::string("ATen 1.13 CPU: ") + first_line(e.what());
+            reason = "ATen " + version() + " CPU: " + first_line(e.what());
         }
         probed_.emplace(key, reason);
         return reason;
@@ -200,23 +207,26 @@ public:
     }
 
     std::string notes() const override {
-        std::string backend = AT_PARALLEL_OPENMP ? "OpenMP" : AT_PARALLEL_NATIVE_TBB ? "TBB" : "native pool";
-        return "libtorch " + std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) +
-               " (Debian libtorch-dev), ATen intra-op parallel backend " + backend +
+        std::string backend = AT_PARALLEL_OPENMP ? "OpenMP" : "native pool";
+        return "libtorch " + version() + " (the PyPI torch wheel, CPU libraries), ATen intra-op parallel backend " +
+               backend +
                " (" + std::to_string(at::get_num_threads()) +
                " threads via at::set_num_threads), calls under c10::InferenceMode. "
                "train_forward: at::native_batch_norm(training=true, no running stats); eval_forward: "
                "at::native_batch_norm(training=false, running stats); backward: at::native_batch_norm_backward "
                "(saved mean/invstd from one untimed forward); fused_forward: native_batch_norm, then y.add_(addend), "
                "y.relu_() in place; fused_backward: at::threshold_backward_out(g, dy, y, 0) into a preallocated g "
-               "(= daddend), then native_batch_norm_backward(g). Allocated per call (ATen 1.13 has no CPU out= "
-               "kernel for native_batch_norm; native_batch_norm_backward.out is only a composite functional+copy "
-               "wrapper, so not used): y, save_mean, save_invstd, dx, dweight, dbias, through ATen's non-caching CPU "
-               "allocator (glibc), so a call may page-fault fresh memory, as in any PyTorch CPU program. "
+               "(= daddend), then native_batch_norm_backward(g). Allocated per call, as torch.nn.functional does: "
+               "y, save_mean, save_invstd, dx, dweight, dbias, through ATen's CPU allocator over jemalloc. "
                "var reported = 1/invstd^2 - eps.";
     }
 
 private:
+    static std::string version() {
+        return std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
+               std::to_string(TORCH_VERSION_PATCH);
+    }
+
     static std::string first_line(const std::string& s) {
         const auto nl = s.find('\n');
         return nl == std::string::npos ? s : s.substr(0, nl);
@@ -235,6 +245,9 @@ private:
         at::Tensor rm = at::randn({3}, f32), rv = at::rand({3}, f32) + 0.5;
         switch (spec.op) {
             case Op::train_forward: at::native_batch_norm(x, opt(w), opt(b), {}, {}, true, kMomentum, kEps); break;
+            case Op::relu_forward:
+                std::get<0>(at::native_batch_norm(x, opt(w), opt(b), {}, {}, true, kMomentum, kEps)).relu_();
+                break;
             case Op::eval_forward:
                 at::native_batch_norm(x, opt(w), opt(b), opt(rm), opt(rv), false, kMomentum, kEps);
                 break;

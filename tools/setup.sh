@@ -4,7 +4,8 @@
 #   compiler-rt for the libFuzzer harnesses; the aarch64 and riscv64 cross
 #   compilers and qemu-user for the cross builds), then Halide 21 and
 #   CMake >= 3.28 from PyPI into the project's virtual environment (.venv).
-# Usage: tools/setup.sh [base|dev|bench]   (dev adds golden-data tools)
+# Usage: tools/setup.sh [base|dev|bench]   (dev adds golden-data tools;
+#   bench adds the peers from PyPI in .bench/: see the end of this file)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +16,7 @@ pkgs=(g++ make ninja-build python3-venv libgtest-dev googletest libbenchmark-dev
       g++-aarch64-linux-gnu g++-riscv64-linux-gnu qemu-user)
 case "$profile" in
   dev)   pkgs+=(python3-torch python3-numpy) ;;
-  bench) pkgs+=(libtorch-dev libdnnl-dev gnuplot-nox) ;;
+  bench) pkgs+=(libjemalloc-dev gnuplot-nox) ;;
 esac
 
 missing=()
@@ -38,4 +39,20 @@ if [[ ! -f $stamp ]]; then
   "$venv/bin/pip" install -q --upgrade pip
   "$venv/bin/pip" install -q 'halide==21.*' 'cmake>=3.28,<4.2' 'safetensors' 'numpy'
   touch "$stamp"
+fi
+
+# The bench's peers, newest releases from PyPI, outside .venv (a few GB):
+#   .bench/venv        torch (its libtorch CPU libraries and headers) and
+#                      onednn + onednn-devel (oneDNN 3.13, a SYCL/TBB build);
+#   .bench/onednn-omp  onednn-cpu-gomp + onednn-devel-cpu-gomp (oneDNN 3.2,
+#                      the newest OpenMP build on PyPI), a prefix of its own:
+#                      both wheels install lib/libdnnl.so.3 and include/.
+if [[ $profile == bench && ! -f .bench/.bnforge-setup-v1 ]]; then
+  echo "setup: installing the bench peers (torch, oneDNN) from PyPI into .bench/"
+  /usr/bin/python3 -m venv .bench/venv
+  .bench/venv/bin/pip install -q --upgrade pip
+  .bench/venv/bin/pip install -q 'torch==2.15.*' 'onednn==2026.1.*' 'onednn-devel==2026.1.*'
+  .bench/venv/bin/pip install -q --no-deps --prefix .bench/onednn-omp \
+      'onednn-cpu-gomp==2023.2.*' 'onednn-devel-cpu-gomp==2023.2.*'
+  touch .bench/.bnforge-setup-v1
 fi
