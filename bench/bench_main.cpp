@@ -40,7 +40,12 @@ struct Config {
     std::set<std::string> impls;  // empty: all
 };
 Config g_config;
-int g_failed_checks = 0;  // a wrong result fails the run (and the ctest that runs the quick cases)
+// A wrong result from bnforge fails the run, and so does any implementation's
+// on the quick cases (the ctest, where it means a wrong setup). A peer's
+// float32 statistics may drift past the bound on the long sums of the full
+// cases (oneDNN 3.2's NCHW variance: 1.3e-4 at 401K values per channel):
+// that case is reported as skipped, with the error, and the run goes on.
+int g_failed_checks = 0;
 
 // The last-level cache the CPU reports (sysconf, as the one-pass limit reads
 // L2); 32 MiB when it reports none.
@@ -163,7 +168,8 @@ void op_case(benchmark::State& st, CaseSpec spec, Implementation* impl, int thre
         if (!checked.count(key)) {
             runner->run(0);
             checked[key] = check_outputs(spec, *data, runner->outputs(0));
-            if (!checked[key].empty()) g_failed_checks++;
+            if (!checked[key].empty() && (g_config.quick || impl->name().rfind("bnforge", 0) == 0))
+                g_failed_checks++;
         }
         if (!checked[key].empty()) {  // every repetition skips alike
             st.SkipWithError(("check against the float64 reference failed: " + checked[key]).c_str());
@@ -256,12 +262,19 @@ void register_all() {
     }
 }
 
+// The model name, with the family and model numbers that tell a VM's generic
+// "Intel(R) Xeon(R) Processor" apart (6/106 Ice Lake, 6/143 Sapphire Rapids, 6/207 Emerald Rapids).
 std::string cpu_model() {
     std::ifstream in("/proc/cpuinfo");
+    std::string name = "unknown", family, model;
     for (std::string line; std::getline(in, line);) {
-        if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+        const auto value = [&] { return line.substr(line.find(':') + 2); };
+        if (line.rfind("model name", 0) == 0) name = value();
+        else if (line.rfind("cpu family", 0) == 0 && family.empty()) family = value();
+        else if (line.rfind("model\t", 0) == 0 && model.empty()) model = value();
+        if (line.empty()) break;  // the first CPU's block is enough
     }
-    return "unknown";
+    return family.empty() ? name : name + " (family " + family + ", model " + model + ")";
 }
 
 }  // namespace
