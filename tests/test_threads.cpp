@@ -29,6 +29,19 @@ int threads_in_process() {
     return n;
 }
 
+// The thread count once it settles at `expected` (or after 2 s): a joined
+// worker can stay listed in /proc/self/task for a moment after pthread_join
+// returns (seen under qemu-user), so one snapshot would race with its exit.
+int threads_settling_at(int expected) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    int n = threads_in_process();
+    while (n != expected && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        n = threads_in_process();
+    }
+    return n;
+}
+
 TEST(Threads, LoweringTheCountStopsWorkers) {
     const int previous = set_num_threads(2);
     std::mt19937 rng(7);
@@ -41,10 +54,10 @@ TEST(Threads, LoweringTheCountStopsWorkers) {
     const int with_two = threads_in_process();
     EXPECT_EQ(set_num_threads(1), 2);
     run();
-    EXPECT_EQ(threads_in_process(), with_two - 1);
+    EXPECT_EQ(threads_settling_at(with_two - 1), with_two - 1);
     set_num_threads(2);
     run();
-    EXPECT_EQ(threads_in_process(), with_two);
+    EXPECT_EQ(threads_settling_at(with_two), with_two);
     set_num_threads(previous);
 }
 
