@@ -153,6 +153,9 @@ void copy_floor(benchmark::State& st, Shape shape, bnforge::Layout layout, bnfor
     set_counters(st, 2.0 * static_cast<double>(bytes), shape, threads);
 }
 
+// bnforge or one of its autoscheduled kernel sets, as opposed to a peer.
+bool is_bnforge(const Implementation& impl) { return impl.name().rfind("bnforge", 0) == 0; }
+
 void op_case(benchmark::State& st, CaseSpec spec, Implementation* impl, int threads) {
     static std::map<std::string, std::string> checked;  // case/impl/threads -> "" or what failed
     auto data = data_for(spec.shape, spec.layout, spec.dtype);
@@ -168,7 +171,7 @@ void op_case(benchmark::State& st, CaseSpec spec, Implementation* impl, int thre
         if (!checked.count(key)) {
             runner->run(0);
             checked[key] = check_outputs(spec, *data, runner->outputs(0));
-            if (!checked[key].empty() && (g_config.quick || impl->name().rfind("bnforge", 0) == 0))
+            if (!checked[key].empty() && (g_config.quick || is_bnforge(*impl)))
                 g_failed_checks++;
         }
         if (!checked[key].empty()) {  // every repetition skips alike
@@ -193,8 +196,8 @@ void op_case(benchmark::State& st, CaseSpec spec, Implementation* impl, int thre
         return;
     }
     set_counters(st, floor_bytes(spec, slab_fits(*data, spec.op)), spec.shape, threads);
-    if (impl->name().rfind("bnforge", 0) == 0 && (spec.op == Op::train_forward || spec.op == Op::fused_forward ||
-                                                 spec.op == Op::relu_forward))
+    if (is_bnforge(*impl) && (spec.op == Op::train_forward || spec.op == Op::fused_forward ||
+                              spec.op == Op::relu_forward))
         st.counters["fused"] = runner->one_pass() ? 1 : 0;
     impl->set_num_threads(g_config.threads);
 }
