@@ -6,9 +6,14 @@
 #include "kernel_headers.h"
 #include "traffic.h"
 
+#include <bnforge/runtime.h>
+
+#include <algorithm>
 #include <atomic>
 #include <climits>
 #include <cstring>
+#include <string_view>
+#include <unordered_map>
 
 namespace bnforge::detail {
 
@@ -83,6 +88,52 @@ const std::vector<KernelEntry>& kernel_table() {
     return table;
 }
 
+namespace {
+
+// Every lookup key of the table, hashed: a small call looks up two to four
+// kernels, and a scan of the ~800 entries was a fifth of its time.
+struct KernelKey {
+    Pipeline pipeline;
+    Device::Kind device;
+    DType dtype;
+    Layout layout;
+    Fusion fusion;
+    std::string_view schedule;  // "" for per-channel kernels, which have one schedule
+    std::string_view variant;
+    bool operator==(const KernelKey& o) const {
+        return pipeline == o.pipeline && device == o.device && dtype == o.dtype && layout == o.layout &&
+               fusion == o.fusion && schedule == o.schedule && variant == o.variant;
+    }
+};
+
+struct KernelKeyHash {
+    size_t operator()(const KernelKey& k) const {
+        size_t h = std::hash<std::string_view>()(k.schedule) ^ (std::hash<std::string_view>()(k.variant) << 1);
+        for (const int field : {static_cast<int>(k.pipeline), static_cast<int>(k.device), static_cast<int>(k.dtype),
+                                static_cast<int>(k.layout), static_cast<int>(k.fusion)})
+            h = h * 31 + static_cast<size_t>(field);
+        return h;
+    }
+};
+
+const KernelEntry* lookup(const KernelKey& key) {
+    static const auto index = [] {
+        std::unordered_map<KernelKey, const KernelEntry*, KernelKeyHash> map;
+        for (const KernelEntry& k : kernel_table()) {
+            const bool channel = *k.variant != '\0';
+            map.emplace(KernelKey{k.pipeline, k.device, channel ? DType::Float64 : k.dtype,
+                                  channel ? Layout::NCHW : k.layout, channel ? Fusion::none : k.fusion,
+                                  channel ? "" : k.schedule, k.variant},
+                        &k);
+        }
+        return map;
+    }();
+    const auto it = index.find(key);
+    return it == index.end() ? nullptr : it->second;
+}
+
+}  // namespace
+
 const KernelEntry& find_kernel(Pipeline pipeline, Device device, DType dtype, Layout layout, Fusion fusion) {
     return find_kernel(pipeline, device, dtype, layout, fusion, selected_kernel_schedule());
 }
@@ -91,12 +142,7 @@ const KernelEntry& find_kernel(Pipeline pipeline, Device device, DType dtype, La
                                const std::string& schedule) {
     // A variant missing from the schedule's set is an Error rather than a
     // silent fall back to manual.
-    for (const KernelEntry& k : kernel_table()) {
-        if (k.pipeline == pipeline && k.device == device.kind && k.dtype == dtype && k.layout == layout &&
-            k.fusion == fusion && k.schedule == schedule && *k.variant == '\0') {
-            return k;
-        }
-    }
+    if (const KernelEntry* k = lookup({pipeline, device.kind, dtype, layout, fusion, schedule, ""})) return *k;
     if (schedule != "manual") {
         throw Error(std::string("no ") + to_string(pipeline) + " kernel was built with the " + schedule +
                     " schedule for device " + device.str() + ", dtype " + bnforge::to_string(dtype) + ", layout " +
@@ -110,9 +156,8 @@ const KernelEntry& find_kernel(Pipeline pipeline, Device device, DType dtype, La
 }
 
 const KernelEntry& find_channel_kernel(Pipeline pipeline, Device device, const std::string& variant) {
-    for (const KernelEntry& k : kernel_table()) {
-        if (k.pipeline == pipeline && k.device == device.kind && k.variant == variant) return k;
-    }
+    if (const KernelEntry* k = lookup({pipeline, device.kind, DType::Float64, Layout::NCHW, Fusion::none, "", variant}))
+        return *k;
     throw Error(std::string("no ") + to_string(pipeline) + " kernel was built for device " + device.str() +
                 " and variant " + variant + " (see bnforge_add_channel_family in generators/CMakeLists.txt)");
 }
@@ -249,7 +294,21 @@ void check_capturable(const KernelEntry& kernel, const halide_filter_metadata_t*
                             << "tensors on the device");
     }
 }
+
+int64_t largest_buffer_elements(const halide_filter_metadata_t* meta, void* const* argv) {
+    int64_t largest = 0;
+    for (int i = 0; i < meta->num_arguments; i++) {
+        if (meta->arguments[i].kind == halide_argument_kind_input_scalar) continue;
+        const auto* b = static_cast<const halide_buffer_t*>(argv[i]);
+        int64_t elements = 1;
+        for (int d = 0; d < b->dimensions; d++) elements *= b->dim[d].extent;
+        largest = std::max(largest, elements);
+    }
+    return largest;
+}
 }  // namespace
+
+bool run_serially(int64_t elements) { return elements < kSerialBelowElements || num_threads() == 1; }
 
 const KernelEntry* last_invoked_kernel() { return t_last_invoked; }
 
@@ -269,6 +328,12 @@ void invoke(const KernelEntry& kernel, std::initializer_list<KernelArg> args) {
     void* argv[kMaxArguments] = {};
     size_t matched = 0, present = 0;
     for (const KernelArg& arg : args) present += (arg.buffer || arg.scalar) ? 1 : 0;
+    // Call sites list arguments in the kernel's order, so each search starts
+    // after the last match and the usual call compares each name once. A
+    // name given twice leaves `matched` short of `present`.
+    const KernelArg* const first = args.begin();
+    const size_t count = args.size();
+    size_t next = 0;
     for (int i = 0; i < meta->num_arguments; i++) {
         const halide_filter_argument_t& a = meta->arguments[i];
         const bool scalar = a.kind == halide_argument_kind_input_scalar;
@@ -276,18 +341,22 @@ void invoke(const KernelEntry& kernel, std::initializer_list<KernelArg> args) {
             argv[i] = &user_context;
             continue;
         }
-        for (const KernelArg& arg : args) {
+        for (size_t step = 0; step < count; step++) {
+            const size_t j = (next + step) % count;
+            const KernelArg& arg = first[j];
             if (std::strcmp(a.name, arg.name) != 0) continue;
             void* value = scalar ? const_cast<halide_scalar_value_t*>(arg.scalar) : static_cast<void*>(arg.buffer);
-            if (value) {
-                argv[i] = value;
-                matched++;
-            }
+            if (!value) continue;  // an absent entry: the variant does not take it
+            argv[i] = value;
+            matched++;
+            next = j + 1;
+            break;
         }
         BNF_ASSERT(argv[i], "an argument '" << a.name << "' for kernel " << kernel.name);
     }
     BNF_ASSERT(matched == present, "only arguments that kernel " << kernel.name << " takes");
     const Device device{kernel.device, 0};
+    if (device.is_cpu()) context.serial = run_serially(largest_buffer_elements(meta, argv));
     if (device.is_cuda()) check_capturable(kernel, meta, argv);
     if (!device.is_cpu()) {
         // Host inputs (the per-channel values) must be uploaded: Halide copies a

@@ -96,10 +96,20 @@ struct KernelArg {
 };
 // Halide reports errors through a handler (install_halide_hooks) that
 // appends them to the CallContext passed as the user context, so concurrent
-// calls keep their messages apart.
+// calls keep their messages apart. `serial` makes the call's parallel loops
+// run inline on the calling thread (the do_par_for hook): below a few tens of
+// thousands of elements, waking the pool costs more than the work.
 struct CallContext {
     std::string error;
+    bool serial = false;
 };
+// The crossover measured on 2 cores (bench/per_call.cpp, bench/analysis.md):
+// one step of 1x64x28x28 ran faster on one thread, of 2x64x28x28 on two.
+// (PyTorch's at::parallel_for grain is 32768 elements.)
+constexpr int64_t kSerialBelowElements = 65536;
+// Whether a CPU call over `elements` (its largest buffer) runs serially:
+// below kSerialBelowElements, or when the pool has one thread.
+bool run_serially(int64_t elements);
 
 // Runs `kernel` with the named arguments; every argument of the kernel must be
 // supplied exactly once, and no present one may be left over. Halide errors

@@ -2,12 +2,15 @@
 // keeps the workers it has spawned, so lowering the count must restart it:
 // before that fix a "1-thread" benchmark ran on two threads); separate
 // modules in separate threads give the bits of the same calls made serially;
-// a module shared by two threads refuses the second one's overlapping call.
+// a module shared by two threads refuses the second one's overlapping call;
+// a call below kSerialBelowElements runs on the calling thread alone.
 #include <gtest/gtest.h>
 
 #include "test_util.h"
 
 #include <bnforge/runtime.h>
+
+#include "kernels.h"
 
 #include <dirent.h>
 
@@ -42,10 +45,22 @@ int threads_settling_at(int expected) {
     return n;
 }
 
+// The thread count once two readings 20 ms apart agree (or after 2 s).
+int threads_when_steady() {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    int n = threads_in_process();
+    for (;;) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        const int again = threads_in_process();
+        if (again == n || std::chrono::steady_clock::now() > deadline) return again;
+        n = again;
+    }
+}
+
 TEST(Threads, LoweringTheCountStopsWorkers) {
     const int previous = set_num_threads(2);
     std::mt19937 rng(7);
-    const std::vector<int64_t> shape{8, 16, 64};
+    const std::vector<int64_t> shape{8, 16, 2 * detail::kSerialBelowElements / 128};  // parallel
     const Tensor x = tensor_from(random_batch(rng, ref_shape(shape)), shape);
     const Tensor w = channel_tensor(random_vector(rng, 16, 1.0, 0.5)), b = channel_tensor(random_vector(rng, 16, 0.0, 0.5));
     auto run = [&] { functional::batch_norm_forward(x, Tensor(), Tensor(), w, b, true, 1e-5); };
@@ -58,6 +73,31 @@ TEST(Threads, LoweringTheCountStopsWorkers) {
     set_num_threads(2);
     run();
     EXPECT_EQ(threads_settling_at(with_two), with_two);
+    set_num_threads(previous);
+}
+
+// Waking a worker costs more than a small call's work: such calls spawn none,
+// and give the same bits as on one thread.
+TEST(Threads, SmallCallsRunOnTheCallingThread) {
+    const int previous = set_num_threads(2);
+    std::mt19937 rng(8);
+    const std::vector<int64_t> small{4, 16, detail::kSerialBelowElements / 64 - 1}, large{8, 16, 1024};
+    const Tensor xs = tensor_from(random_batch(rng, ref_shape(small)), small);
+    const Tensor xl = tensor_from(random_batch(rng, ref_shape(large)), large);
+    const Tensor w = channel_tensor(random_vector(rng, 16, 1.0, 0.5)), b = channel_tensor(random_vector(rng, 16, 0.0, 0.5));
+    auto run = [&](const Tensor& x) { return values(functional::batch_norm_forward(x, Tensor(), Tensor(), w, b, true, 1e-5).result.y); };
+
+    set_num_threads(1);  // lowering the count stops any worker an earlier test spawned
+    const int before = threads_when_steady();
+    set_num_threads(2);
+    const std::vector<double> two = run(xs);
+    EXPECT_EQ(threads_in_process(), before);
+    set_num_threads(1);
+    EXPECT_EQ(run(xs), two);
+    set_num_threads(2);
+    EXPECT_EQ(run(xs), two);
+    run(xl);  // above the threshold: the pool starts a worker
+    EXPECT_EQ(threads_settling_at(before + 1), before + 1);
     set_num_threads(previous);
 }
 
