@@ -56,8 +56,10 @@ public:
     }
 
     void schedule_cpu() {
-        schedule_channel_sums_cpu(channel, layout, natural_vector_size<float>());
+        const int vec = natural_vector_size<float>();
+        schedule_channel_sums_cpu(channel, layout, vec);
         sums.reorder(row, c).unroll(row);
+        if (layout != Layout::NCHW) sums.vectorize(c, vec, TailStrategy::GuardWithIf);
     }
 
 private:

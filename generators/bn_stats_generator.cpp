@@ -39,9 +39,15 @@ public:
     }
 
     void schedule_cpu() {
+        const int vec = natural_vector_size<float>();
         shift.compute_root();
-        schedule_channel_sums_cpu(sums, layout, natural_vector_size<float>());
+        schedule_channel_sums_cpu(sums, layout, vec);
         moments.reorder(row, c).unroll(row);
+        if (layout != Layout::NCHW) {
+            // Channels are contiguous in x: the shift's samples load as vectors.
+            shift.vectorize(shift.args()[0], vec, TailStrategy::GuardWithIf);
+            moments.vectorize(c, vec, TailStrategy::GuardWithIf);
+        }
     }
 
 private:

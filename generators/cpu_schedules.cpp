@@ -50,6 +50,14 @@ void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec, const st
     schedule(cs.full, cs.r_full);
     schedule(cs.tail, cs.r_tail);
     cs.total.compute_at(level);
+    if (layout != Layout::NCHW) {
+        // Channels are dense in the chunk sums: the float64 combine runs
+        // across channel lanes, each channel's additions in the same order.
+        // (Scalar, it was a serial C·N·chunks loop after the parallel sums.)
+        cs.total.vectorize(cs.c, vec, TailStrategy::GuardWithIf);
+        for (int u = 0; u < cs.total.num_update_definitions(); u++)
+            cs.total.update(u).vectorize(cs.c, vec, TailStrategy::GuardWithIf);
+    }
 }
 
 Var split_rows_into_tasks(Func f, const Var& d0, const Var& d1, const Var& outer, const Expr& rows_per_task, int vec) {
