@@ -104,8 +104,9 @@ struct CallContext {
     bool serial = false;
 };
 // The crossover measured on 2 cores (bench/per_call.cpp, bench/analysis.md):
-// one step of 1x64x28x28 ran faster on one thread, of 2x64x28x28 on two.
-// (PyTorch's at::parallel_for grain is 32768 elements.)
+// a training step of 1x64x28x28 ran 2x faster on one thread; at 2x64x28x28
+// two threads were level or faster. (PyTorch's at::parallel_for grain is
+// 32768 elements.)
 constexpr int64_t kSerialBelowElements = 65536;
 // Whether a CPU call over `elements` (its largest buffer) runs serially:
 // below kSerialBelowElements, or when the pool has one thread.
