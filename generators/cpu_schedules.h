@@ -20,14 +20,14 @@ namespace bnforge_gen {
 void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec,
                                const std::optional<LoopLevel>& at = std::nullopt);
 
-// Rows (d1, outer) of `f` fused and cut into parallel tasks of `rows_per_task`,
-// each row vectorised along d0. Returns the per-task row loop, where siblings
-// can be fused with compute_with.
+// Rows (d1, outer) of `f` cut into parallel tasks of up to `rows_per_task`
+// rows of d1 within one `outer`, each row vectorised along d0. Returns the
+// per-task row loop, where siblings can be fused with compute_with.
 Var split_rows_into_tasks(Func f, const Var& d0, const Var& d1, const Var& outer, const Expr& rows_per_task, int vec);
 
 // An elementwise output in memory order (d0, d1, n): each parallel task takes
-// whole d0 rows of several (d1, n), enough to amortise the task overhead when
-// rows are short (NHWC with few channels).
+// whole d0 rows of several d1 of one n, enough to amortise the task overhead
+// when rows are short (NHWC with few channels).
 Var schedule_rows_cpu(Func f, const Var& d0, const Var& d1, const Var& n, const Expr& row_length, int vec);
 
 // schedule_rows_cpu for an output `f` and its ReLU mask (d0, d1, m): rows
