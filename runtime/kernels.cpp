@@ -98,7 +98,7 @@ struct KernelKey {
     DType dtype;
     Layout layout;
     Fusion fusion;
-    std::string_view schedule;  // "" for per-channel kernels, which have one schedule
+    std::string_view schedule;
     std::string_view variant;
     bool operator==(const KernelKey& o) const {
         return pipeline == o.pipeline && device == o.device && dtype == o.dtype && layout == o.layout &&
@@ -119,13 +119,8 @@ struct KernelKeyHash {
 const KernelEntry* lookup(const KernelKey& key) {
     static const auto index = [] {
         std::unordered_map<KernelKey, const KernelEntry*, KernelKeyHash> map;
-        for (const KernelEntry& k : kernel_table()) {
-            const bool channel = *k.variant != '\0';
-            map.emplace(KernelKey{k.pipeline, k.device, channel ? DType::Float64 : k.dtype,
-                                  channel ? Layout::NCHW : k.layout, channel ? Fusion::none : k.fusion,
-                                  channel ? "" : k.schedule, k.variant},
-                        &k);
-        }
+        for (const KernelEntry& k : kernel_table())
+            map.emplace(KernelKey{k.pipeline, k.device, k.dtype, k.layout, k.fusion, k.schedule, k.variant}, &k);
         return map;
     }();
     const auto it = index.find(key);
@@ -156,7 +151,9 @@ const KernelEntry& find_kernel(Pipeline pipeline, Device device, DType dtype, La
 }
 
 const KernelEntry& find_channel_kernel(Pipeline pipeline, Device device, const std::string& variant) {
-    if (const KernelEntry* k = lookup({pipeline, device.kind, DType::Float64, Layout::NCHW, Fusion::none, "", variant}))
+    // As the table lists them (build_table): float64, NCHW, no fusion, manual.
+    if (const KernelEntry* k =
+            lookup({pipeline, device.kind, DType::Float64, Layout::NCHW, Fusion::none, "manual", variant}))
         return *k;
     throw Error(std::string("no ") + to_string(pipeline) + " kernel was built for device " + device.str() +
                 " and variant " + variant + " (see bnforge_add_channel_family in generators/CMakeLists.txt)");

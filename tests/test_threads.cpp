@@ -81,7 +81,7 @@ TEST(Threads, LoweringTheCountStopsWorkers) {
 TEST(Threads, SmallCallsRunOnTheCallingThread) {
     const int previous = set_num_threads(2);
     std::mt19937 rng(8);
-    const std::vector<int64_t> small{4, 16, detail::kSerialBelowElements / 64 - 1}, large{8, 16, 1024};
+    const std::vector<int64_t> small{4, 16, detail::kSerialBelowElements / 64 - 1}, large{8, 16, 2 * detail::kSerialBelowElements / 128};
     const Tensor xs = tensor_from(random_batch(rng, ref_shape(small)), small);
     const Tensor xl = tensor_from(random_batch(rng, ref_shape(large)), large);
     const Tensor w = channel_tensor(random_vector(rng, 16, 1.0, 0.5)), b = channel_tensor(random_vector(rng, 16, 0.0, 0.5));
