@@ -20,6 +20,11 @@
 # float32 only: the autoscheduled libraries are a tuning aid, and three more
 # schedules of every dtype would triple the build.
 #
+# STREAMING_STORES: the family's float32 CPU variant without fusion is also
+# built with streaming stores (<library>_streaming, x86 only:
+# _bnforge_add_streaming_variant), which the runtime calls for outputs larger
+# than the caches (runtime/streaming_stores.cpp).
+#
 # GPU: a family flagged GPU has a GPU schedule. Each variant is then also
 # built for BNFORGE_CUDA_TARGET (bnk_<pipeline>_cuda_..., every dtype) and, in
 # float32, for BNFORGE_OPENCL_TARGET (bnk_<pipeline>_opencl_f32_...), and its
@@ -126,6 +131,43 @@ function(_bnforge_add_gpu_variant pipeline generator device dtag layout fusion)
     endif ()
 endfunction()
 
+find_package(Python3 REQUIRED COMPONENTS Interpreter)
+
+# The manual kernel `name` again, as ${name}_streaming, with its vector stores
+# made non-temporal: Halide 21 cannot emit them (halide/Halide#9207), so the
+# generator writes each x86 target's assembly and cmake/streaming_stores.py
+# rewrites the stores of its loop bodies before assembling it. The objects
+# then form a fat library with Halide's dispatch wrapper, as
+# add_halide_library's would. Only x86 targets: elsewhere it adds nothing.
+function(_bnforge_add_streaming_variant pipeline generator dtag layout fusion name)
+    if (NOT BNFORGE_CPU_TARGETS MATCHES "^x86-64-" OR CMAKE_CROSSCOMPILING)
+        return()
+    endif ()
+    set(lib ${name}_streaming)
+    set(targets ${BNFORGE_CPU_TARGETS})
+    list(TRANSFORM targets APPEND "-user_context-large_buffers-no_runtime")
+    set(objects)
+    set(pairs)
+    foreach (target IN LISTS targets)
+        list(APPEND objects ${CMAKE_CURRENT_BINARY_DIR}/${lib}-${target}.o)
+        list(APPEND pairs ${lib}-${target}.s:${lib}-${target}.o)
+    endforeach ()
+    list(JOIN targets "," target_list)
+    add_custom_command(
+        OUTPUT ${lib}.h ${lib}_wrapper.o ${objects}
+        COMMAND bnforge_generators -g ${generator} -n ${lib} -f ${lib} -e c_header,object,assembly -o .
+                target=${target_list} ${ARGN}
+        COMMAND Python3::Interpreter ${PROJECT_SOURCE_DIR}/cmake/streaming_stores.py --cc ${CMAKE_C_COMPILER} ${pairs}
+        DEPENDS bnforge_generators ${PROJECT_SOURCE_DIR}/cmake/streaming_stores.py
+        VERBATIM)
+    add_library(${lib} STATIC ${objects} ${CMAKE_CURRENT_BINARY_DIR}/${lib}_wrapper.o)
+    set_target_properties(${lib} PROPERTIES LINKER_LANGUAGE CXX POSITION_INDEPENDENT_CODE ON)
+    target_link_libraries(${lib} INTERFACE bnforge_halide_runtime)
+    set_property(GLOBAL APPEND PROPERTY BNFORGE_KERNEL_LIBS ${lib})
+    set_property(GLOBAL APPEND PROPERTY BNFORGE_KERNEL_REGISTRY
+                 "BNFORGE_STREAMING_KERNEL(${pipeline}, cpu, ${dtag}, ${layout}, ${fusion}, ${lib})")
+endfunction()
+
 # BNFORGE_LAYOUTS, restricted to `allowed` (a list) when it is not empty.
 function(_bnforge_filter_layouts out allowed)
     set(kept ${BNFORGE_LAYOUTS})
@@ -139,7 +181,8 @@ endfunction()
 # GPU: also CUDA and OpenCL variants; GPU_MANUAL_ONLY: those with the manual
 # schedule only. LAYOUTS restricts the CPU variants, GPU_LAYOUTS the GPU ones.
 function(bnforge_add_kernel_family)
-    cmake_parse_arguments(PARSE_ARGV 0 ARG "GPU;GPU_MANUAL_ONLY" "PIPELINE;GENERATOR" "FUSIONS;LAYOUTS;GPU_LAYOUTS")
+    cmake_parse_arguments(PARSE_ARGV 0 ARG "GPU;GPU_MANUAL_ONLY;STREAMING_STORES" "PIPELINE;GENERATOR"
+                          "FUSIONS;LAYOUTS;GPU_LAYOUTS")
     if (NOT ARG_FUSIONS)
         set(ARG_FUSIONS none)
     endif ()
@@ -186,6 +229,10 @@ function(bnforge_add_kernel_family)
                 bnforge_add_kernel(${name} GENERATOR ${ARG_GENERATOR} TARGETS ${BNFORGE_CPU_TARGETS}
                                    PARAMS ${params} ${saved})
                 _bnforge_register_kernel(${ARG_PIPELINE} cpu ${dtag} ${layout} ${fusion} manual ${name})
+                if (ARG_STREAMING_STORES AND dtype STREQUAL "float32" AND fusion STREQUAL "none" AND NOT saved)
+                    _bnforge_add_streaming_variant(${ARG_PIPELINE} ${ARG_GENERATOR} ${dtag} ${layout} ${fusion} ${name}
+                                                   ${params})
+                endif ()
 
                 if (dtype STREQUAL "float32")
                     foreach (scheduler IN LISTS BNFORGE_AUTOSCHEDULERS)

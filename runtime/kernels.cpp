@@ -38,7 +38,12 @@ std::vector<KernelEntry> build_table() {
 #define BNFORGE_CHANNEL_KERNEL(pipeline, device, variant, schedule, name)                                   \
     table.push_back({Pipeline::pipeline, device_from_tag_##device, DType::Float64, Layout::NCHW, Fusion::none, \
                      #schedule, #name, &name##_argv, &name##_metadata, #variant});
+#define BNFORGE_STREAMING_KERNEL(pipeline, device, dtype, layout, fusion, name)                        \
+    table.push_back({Pipeline::pipeline, device_from_tag_##device, dtype_from_tag_##dtype,            \
+                     layout_from_tag_##layout, Fusion::fusion, "manual", #name, &name##_argv,         \
+                     &name##_metadata, kStreamingVariant});
 #include "kernel_registry.inc"
+#undef BNFORGE_STREAMING_KERNEL
 #undef BNFORGE_CHANNEL_KERNEL
 #undef BNFORGE_KERNEL
     return table;
@@ -148,6 +153,10 @@ const KernelEntry& find_kernel(Pipeline pipeline, Device device, DType dtype, La
     throw Error(std::string("no ") + to_string(pipeline) + " kernel was built for device " + device.str() +
                 ", dtype " + bnforge::to_string(dtype) + ", layout " + bnforge::to_string(layout) +
                 ", fusion " + to_string(fusion) + " (see BNFORGE_DTYPES / BNFORGE_LAYOUTS)");
+}
+
+const KernelEntry* find_streaming_kernel(Pipeline pipeline, DType dtype, Layout layout, Fusion fusion) {
+    return lookup({pipeline, Device::Kind::CPU, dtype, layout, fusion, "manual", kStreamingVariant});
 }
 
 const KernelEntry& find_channel_kernel(Pipeline pipeline, Device device, const std::string& variant) {
@@ -316,7 +325,7 @@ void forget_cuda_kernel_runs() {
 void invoke(const KernelEntry& kernel, std::initializer_list<KernelArg> args) {
     install_halide_hooks();
     note_kernel_call();
-    if (*kernel.variant == '\0') t_last_invoked = &kernel;
+    if (*kernel.variant == '\0' || std::string_view(kernel.variant) == kStreamingVariant) t_last_invoked = &kernel;
     const halide_filter_metadata_t* meta = kernel.metadata_fn();
     CallContext context;
     void* user_context = &context;

@@ -34,7 +34,9 @@ struct KernelEntry {
     const char* name;
     int (*argv_fn)(void**);
     const halide_filter_metadata_t* (*metadata_fn)();
-    const char* variant = "";  // per-channel pipelines: the module options it serves ("" for batch pipelines)
+    // per-channel pipelines: the module options it serves; batch pipelines: ""
+    // or kStreamingVariant
+    const char* variant = "";
     std::string target() const { return metadata_fn()->target; }
 };
 
@@ -47,6 +49,11 @@ const KernelEntry& find_kernel(Pipeline, Device, DType, Layout, Fusion, const st
 // A per-channel pipeline's kernel (forward_finalize, backward_finalize,
 // merge_moments) for `variant` (their CMake VARIANTS labels); always manual.
 const KernelEntry& find_channel_kernel(Pipeline, Device, const std::string& variant);
+// The manual kernel's variant with streaming stores, if the build has one
+// (float32, no fusion, x86: see streaming_stores.h); else nullptr.
+const KernelEntry* find_streaming_kernel(Pipeline, DType, Layout, Fusion);
+// The variant label of those kernels in the table.
+constexpr const char* kStreamingVariant = "streaming_stores";
 // The schedule whose kernels find_kernel returns (runtime_info.cpp).
 const std::string& selected_kernel_schedule();
 

@@ -2,6 +2,7 @@
 
 #include "check.h"
 #include "device.h"
+#include "streaming_stores.h"
 
 #include <string>
 
@@ -149,7 +150,9 @@ void call_apply(const BatchView& x, const BatchView* addend, const ApplyConstant
     std::optional<MaskView> mv;
     if (mask) mv.emplace(*mask);
     const Fusion fusion = !mask ? Fusion::none : addend ? Fusion::add_relu : Fusion::relu;
-    invoke(find_kernel(Pipeline::apply, k.shift.device(), x.dtype, x.kernel_layout, fusion),
+    const Device device = k.shift.device();
+    const KernelEntry* streaming = streaming_kernel_for(y, Pipeline::apply, device, fusion);
+    invoke(streaming ? *streaming : find_kernel(Pipeline::apply, device, x.dtype, x.kernel_layout, fusion),
            {{arg::x, buffer(x)},
             {arg::addend, buffer(addend)},
             {arg::shift, &shift.buf},
@@ -242,8 +245,10 @@ void call_backward_apply(const BatchView& x, const BatchView& dy, const Tensor* 
         k_bias(k.k_bias, 1);
     std::optional<MaskView> mv;
     if (mask) mv.emplace(*mask);
-    invoke(find_kernel(Pipeline::backward_apply, k.k_dy.device(), x.dtype, x.kernel_layout,
-                       fusion_of(saved.activation, saved.has_addend)),
+    const Fusion fusion = fusion_of(saved.activation, saved.has_addend);
+    const Device device = k.k_dy.device();
+    const KernelEntry* streaming = streaming_kernel_for(dx, Pipeline::backward_apply, device, fusion);
+    invoke(streaming ? *streaming : find_kernel(Pipeline::backward_apply, device, x.dtype, x.kernel_layout, fusion),
            {{arg::x, buffer(x)},
             {arg::dy, buffer(dy)},
             {arg::mask, mv ? &mv->buf : nullptr},

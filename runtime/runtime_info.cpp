@@ -84,7 +84,7 @@ std::vector<KernelVariant> kernel_variants() {
     std::vector<KernelVariant> out;
     for (const auto& k : detail::kernel_table()) {
         out.push_back({k.name, detail::to_string(k.pipeline), Device{k.device, 0}, k.dtype, k.layout,
-                       detail::to_string(k.fusion), k.schedule, k.target()});
+                       detail::to_string(k.fusion), k.schedule, k.target(), k.variant});
     }
     return out;
 }

@@ -184,15 +184,19 @@ int main(int argc, char** argv) {
     try {
         if (argc == 3 && std::strcmp(argv[1], "--write-state") == 0) return write_state(argv[2]);
         std::printf("bnforge demo: batch norm compiled ahead of time by Halide\n");
-        size_t manual = 0, autoscheduled = 0, gpu = 0;
+        size_t manual = 0, autoscheduled = 0, streaming = 0, gpu = 0;
         for (const auto& k : kernel_variants()) {
             if (!k.device.is_cpu()) {
                 gpu++;
                 continue;
             }
+            if (k.variant == "streaming_stores") {
+                streaming++;
+                continue;
+            }
             (k.schedule == "manual" ? manual : autoscheduled)++;
             if (k.pipeline == "apply" && k.dtype == DType::Float32 && k.layout == Layout::NCHW && k.fusion == "none" &&
-                k.schedule == "manual") {
+                k.schedule == "manual" && k.variant.empty()) {
                 std::printf("kernel variant for float32 NCHW apply: %s\n  Halide target (base): %s\n", k.name.c_str(),
                             k.target.c_str());
             }
@@ -200,6 +204,10 @@ int main(int argc, char** argv) {
         std::printf("%zu CPU kernel variants built (pipelines x dtypes x layouts x fusions), each a fat library for:\n",
                     manual);
         for (const auto& t : cpu_targets()) std::printf("  %s\n", t.c_str());
+        if (streaming) {
+            std::printf("and %zu of them again with streaming stores, for outputs of %zu bytes and more "
+                        "(bnforge::set_streaming_store_limit)\n", streaming, streaming_store_limit());
+        }
         if (autoscheduled) {
             std::printf("and %zu float32 variants by Halide's autoschedulers (bnforge::set_kernel_schedule):", autoscheduled);
             for (const auto& s : kernel_schedules(Device::cpu()))

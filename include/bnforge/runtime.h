@@ -25,6 +25,18 @@ int num_threads();
 void set_one_pass_limit(std::optional<size_t> bytes);
 size_t one_pass_limit();
 
+// Elementwise passes on the CPU (eval forward, the normalization of training
+// forward, backward's dx; float32 without fusion, on x86) write their output
+// with streaming stores — whole cache lines, not read first, not kept in the
+// caches — when it has at least this many bytes and its rows start on
+// 64-byte boundaries. Same results either way. Default: half the last-level
+// cache (a smaller output is likely still cached when the next layer reads
+// it). 0 streams every such output; SIZE_MAX none.
+// BNFORGE_STREAMING_STORE_BYTES=<bytes> sets it for a whole process; nullopt
+// restores the default.
+void set_streaming_store_limit(std::optional<size_t> bytes);
+size_t streaming_store_limit();
+
 // On a GPU the same one-pass pipelines (NCHW) give a block a channel: its
 // statistics, then its outputs, re-reading the channel's slab from L1/L2
 // rather than memory, in one launch. Used when that slab (x, plus dy for
@@ -48,6 +60,10 @@ struct KernelVariant {
     std::string fusion;
     std::string schedule;  // "manual", or the autoscheduler that built it: "adams2019", "anderson2021", ...
     std::string target;    // e.g. "x86-64-linux-avx512-...-user_context"
+    // A per-channel kernel's module options (e.g. "batch_momentum_affine");
+    // "streaming_stores" for a kernel that writes its output with streaming
+    // stores (see set_streaming_store_limit); "" for the others.
+    std::string variant;
 };
 std::vector<KernelVariant> kernel_variants();
 

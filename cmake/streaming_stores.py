@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Turns a Halide kernel's full-vector stores into streaming (non-temporal) stores.
+
+Halide 21 cannot emit them (the stream_stores() directive came after it,
+halide/Halide#9207), and without them every output cache line is read from
+memory before it is written: a third of the traffic of an elementwise kernel
+over data larger than the last-level cache.
+
+Usage: streaming_stores.py --cc <C compiler> <x86 assembly>:<object> ...
+
+Each assembly file is one x86 target of one kernel, as Halide's generator
+writes it (-e assembly). In its parallel task functions (the loop bodies; the
+entry function only checks arguments and fills stack structures), every
+unmasked vector store to a non-stack address (not %rsp-relative, nor
+%rbp-relative where %rbp is the frame pointer) becomes its non-temporal form,
+and the result is assembled into the object. Masked stores (the tails of
+GuardWithIf loops) and scalar stores are left as they are.
+
+A non-temporal store faults unless its address is aligned to the vector, so
+the kernels built this way may only be called on outputs whose rows start on
+64-byte boundaries; the runtime checks that before it picks one
+(runtime/streaming_stores.cpp). A file in which nothing was rewritten is an
+error: the kernel would silently be the ordinary one.
+"""
+import argparse
+import re
+import subprocess
+import sys
+
+# store mnemonic -> its non-temporal form (same operands)
+NON_TEMPORAL = {
+    "movups": "movntps", "movaps": "movntps",
+    "vmovups": "vmovntps", "vmovaps": "vmovntps",
+    "movdqu": "movntdq", "movdqa": "movntdq",
+    "vmovdqu": "vmovntdq", "vmovdqa": "vmovntdq",
+    "vmovdqu32": "vmovntdq", "vmovdqu64": "vmovntdq", "vmovdqa32": "vmovntdq", "vmovdqa64": "vmovntdq",
+}
+# "<tab>vmovups<tab>%zmm3, 64(%r14,%rdx)" — register source, memory destination, no {%k} mask
+STORE = re.compile(r"^\t(\w+)\t(%[xyz]mm\d+), (-?\w*\([^)]*\))\s*$")
+TASK_LABEL = re.compile(r"^\"?[\w.$-]*_par_for_[\w.$-]*\"?:")
+FUNCTION_END = re.compile(r"^\.Lfunc_end\d+:")
+FRAME_POINTER = re.compile(r"^\tmovq\t%rsp, %rbp")
+
+
+def rewrite(lines):
+    out, in_task, count = [], False, 0
+    stack_registers = ("%rsp",)
+    for line in lines:
+        if TASK_LABEL.match(line):
+            in_task, stack_registers = True, ("%rsp",)
+        elif FUNCTION_END.match(line):
+            in_task = False
+        elif in_task and FRAME_POINTER.match(line):
+            stack_registers = ("%rsp", "%rbp")  # %rbp is a frame pointer here, not a general register
+        m = STORE.match(line) if in_task else None
+        if m and m.group(1) in NON_TEMPORAL and not any(r in m.group(3) for r in stack_registers):
+            line = "\t%s\t%s, %s\n" % (NON_TEMPORAL[m.group(1)], m.group(2), m.group(3))
+            count += 1
+        out.append(line)
+    return out, count
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cc", required=True)
+    parser.add_argument("pairs", nargs="+", help="<assembly>:<object>")
+    args = parser.parse_args()
+    for pair in args.pairs:
+        asm, obj = pair.rsplit(":", 1)
+        with open(asm) as f:
+            lines, count = rewrite(f.readlines())
+        if count == 0:
+            sys.exit("%s: no vector store to rewrite in a parallel task (has Halide's output changed?)" % asm)
+        streamed = asm[:-2] + ".streaming.s"
+        with open(streamed, "w") as f:
+            f.writelines(lines)
+        subprocess.run([args.cc, "-c", "-o", obj, streamed], check=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+#include "streaming_stores.h"
+
+#include <bnforge/runtime.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <mutex>
+#include <unistd.h>
+
+namespace bnforge {
+
+namespace {
+
+// Half of the last-level cache: an output up to that size is likely still
+// cached when the next layer reads it, so it is written through the caches.
+size_t default_limit() {
+    long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    if (llc <= 0) llc = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return (llc > 0 ? static_cast<size_t>(llc) : size_t{32} << 20) / 2;
+}
+
+size_t initial_limit() {
+    if (const char* env = std::getenv("BNFORGE_STREAMING_STORE_BYTES")) return std::strtoull(env, nullptr, 10);
+    return default_limit();
+}
+
+std::mutex g_mutex;
+size_t g_limit = initial_limit();
+
+}  // namespace
+
+void set_streaming_store_limit(std::optional<size_t> bytes) {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    g_limit = bytes ? *bytes : default_limit();
+}
+
+size_t streaming_store_limit() {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    return g_limit;
+}
+
+namespace detail {
+
+namespace {
+
+constexpr int64_t kLineBytes = 64;
+
+// Every row of `out` starts on a cache line (the kernels' vector loops then
+// store whole aligned vectors from each row's start; tails are masked stores).
+bool rows_line_aligned(const BatchView& out) {
+    if (reinterpret_cast<uintptr_t>(out.buf.host) % kLineBytes != 0) return false;
+    const int64_t bytes = out.buf.type.bytes();
+    for (int d = 1; d < 3; d++) {
+        if (out.dims[d].extent > 1 && (out.dims[d].stride * bytes) % kLineBytes != 0) return false;
+    }
+    return out.dims[0].stride == 1;
+}
+
+}  // namespace
+
+const KernelEntry* streaming_kernel_for(const BatchView& out, Pipeline pipeline, Device device, Fusion fusion) {
+    if (!device.is_cpu() || selected_kernel_schedule() != "manual") return nullptr;
+    const size_t bytes = static_cast<size_t>(out.dims[0].extent) * out.dims[1].extent * out.dims[2].extent *
+                         out.buf.type.bytes();
+    if (bytes < streaming_store_limit() || !rows_line_aligned(out)) return nullptr;
+    return find_streaming_kernel(pipeline, out.dtype, out.kernel_layout, fusion);
+}
+
+}  // namespace detail
+}  // namespace bnforge

@@ -1,0 +1,129 @@
+// The kernels that write with streaming stores (<library>_streaming, built by
+// cmake/streaming_stores.py on x86) against the ordinary ones: the same bits
+// in eval forward, training forward (two passes) and backward, both layouts,
+// and the float64 reference. They run only where every output row starts on
+// a 64-byte boundary — a non-temporal store elsewhere faults — so shapes
+// whose rows do not must take the ordinary kernels. ctest also runs this
+// suite at every CPU level of the fat library (cpu_level.*).
+#include <gtest/gtest.h>
+
+#include "kernels.h"
+#include "test_util.h"
+
+#include <bnforge/runtime.h>
+
+#include <cstring>
+#include <limits>
+#include <unistd.h>
+
+using namespace bnforge;
+using namespace testutil;
+
+namespace {
+
+struct StreamCase {
+    std::vector<int64_t> shape;
+    Layout layout;
+    bool rows_aligned;  // every row of the kernels' view is a multiple of 64 bytes
+};
+
+std::string case_name(const ::testing::TestParamInfo<StreamCase>& info) {
+    std::string name = info.param.layout == Layout::NCHW ? "nchw" : "nhwc";
+    for (int64_t d : info.param.shape) name += "_" + std::to_string(d);
+    return name;
+}
+
+bool same_bytes(const Tensor& a, const Tensor& b) {
+    return a.nbytes() == b.nbytes() && std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0;
+}
+
+bool streaming_kernels_built() {
+    return detail::find_streaming_kernel(detail::Pipeline::apply, DType::Float32, Layout::NCHW,
+                                         detail::Fusion::none) != nullptr;
+}
+
+// eval forward, training forward and backward; the apply-kernel names each ran.
+struct Outputs {
+    Tensor eval_y, train_y, dx;
+    std::string eval_kernel, train_kernel, backward_kernel;
+};
+
+class StreamingStores : public ::testing::TestWithParam<StreamCase> {
+protected:
+    void SetUp() override { set_one_pass_limit(0); }  // the two-pass route, whose apply kernels stream
+    void TearDown() override {
+        set_one_pass_limit(std::nullopt);
+        set_streaming_store_limit(std::nullopt);
+    }
+};
+
+TEST_P(StreamingStores, SameBitsAsTheOrdinaryKernels) {
+    const StreamCase& tc = GetParam();
+    std::mt19937 rng(7 + tc.shape[1]);
+    const ref::Shape sh = ref_shape(tc.shape);
+    const auto xv = random_batch(rng, sh), dyv = random_batch(rng, sh, 0.3, 1.0);
+    const Tensor x = tensor_from(xv, tc.shape, DType::Float32, tc.layout);
+    const Tensor dy = tensor_from(dyv, tc.shape, DType::Float32, tc.layout);
+    const auto wv = random_vector(rng, sh.c, 1.0, 0.5), bv = random_vector(rng, sh.c, 0.0, 0.5);
+    const auto rmv = random_vector(rng, sh.c, 0.5, 0.5), rvv = random_vector(rng, sh.c, 1.5, 0.4);
+    const Tensor w = channel_tensor(wv), b = channel_tensor(bv), rm = channel_tensor(rmv), rv = channel_tensor(rvv);
+
+    auto run = [&](size_t limit) {
+        set_streaming_store_limit(limit);
+        Outputs r;
+        r.eval_y = functional::batch_norm_forward(x, rm, rv, w, b, false, 1e-5).result.y;
+        r.eval_kernel = detail::last_invoked_kernel()->name;
+        const auto fwd = functional::batch_norm_forward(x, Tensor(), Tensor(), w, b, true, 1e-5);
+        r.train_y = fwd.result.y;
+        r.train_kernel = detail::last_invoked_kernel()->name;
+        r.dx = functional::batch_norm_backward(dy, fwd.result.saved, w).input.dx;
+        r.backward_kernel = detail::last_invoked_kernel()->name;
+        return r;
+    };
+    const Outputs streamed = run(0), ordinary = run(std::numeric_limits<size_t>::max());
+
+    const bool streams = tc.rows_aligned && streaming_kernels_built();
+    for (const std::string* name : {&streamed.eval_kernel, &streamed.train_kernel, &streamed.backward_kernel}) {
+        EXPECT_EQ(name->find("_streaming") != std::string::npos, streams) << *name;
+    }
+    for (const std::string* name : {&ordinary.eval_kernel, &ordinary.train_kernel, &ordinary.backward_kernel}) {
+        EXPECT_EQ(name->find("_streaming"), std::string::npos) << *name;
+    }
+    EXPECT_TRUE(same_bytes(streamed.eval_y, ordinary.eval_y));
+    EXPECT_TRUE(same_bytes(streamed.train_y, ordinary.train_y));
+    EXPECT_TRUE(same_bytes(streamed.dx, ordinary.dx));
+
+    // And right, not merely the same: against the float64 reference.
+    const auto eval = ref::forward(xv, sh, wv, bv, false, rmv, rvv, 1e-5);
+    const auto train = ref::forward(xv, sh, wv, bv, true, {}, {}, 1e-5);
+    const auto grads = ref::backward(xv, dyv, train.y, sh, wv, train, true, 1e-5, false);
+    EXPECT_LE(ref::rel_error(values(streamed.eval_y), eval.y), 1e-5);
+    EXPECT_LE(ref::rel_error(values(streamed.train_y), train.y), 1e-5);
+    EXPECT_LE(ref::rel_error(values(streamed.dx), grads.dx), 1e-4);
+}
+
+// NCHW rows are H·W floats, NHWC rows C floats: 16 floats are 64 bytes.
+INSTANTIATE_TEST_SUITE_P(Shapes, StreamingStores,
+                         ::testing::Values(StreamCase{{2, 3, 4, 4}, Layout::NCHW, true},
+                                           StreamCase{{3, 5, 16, 20}, Layout::NCHW, true},
+                                           StreamCase{{2, 4, 56, 56}, Layout::NCHW, true},
+                                           StreamCase{{2, 3, 7, 7}, Layout::NCHW, false},
+                                           StreamCase{{2, 6, 14, 14}, Layout::NCHW, false},
+                                           StreamCase{{2, 16, 3, 5}, Layout::NHWC, true},
+                                           StreamCase{{3, 48, 2, 3}, Layout::NHWC, true},
+                                           StreamCase{{2, 64, 7, 7}, Layout::NHWC, true},
+                                           StreamCase{{2, 40, 3, 3}, Layout::NHWC, false},
+                                           StreamCase{{2, 7, 5, 5}, Layout::NHWC, false}),
+                         case_name);
+
+TEST(StreamingStoresLimit, DefaultIsHalfTheLastLevelCache) {
+    set_streaming_store_limit(123);
+    EXPECT_EQ(streaming_store_limit(), 123u);
+    set_streaming_store_limit(std::nullopt);
+    long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    if (llc <= 0) llc = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (llc <= 0) GTEST_SKIP() << "the CPU reports no cache size";
+    EXPECT_EQ(streaming_store_limit(), static_cast<size_t>(llc) / 2);
+}
+
+}  // namespace
