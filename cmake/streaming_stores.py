@@ -14,13 +14,17 @@ entry function only checks arguments and fills stack structures), every
 unmasked vector store to a non-stack address (not %rsp-relative, nor
 %rbp-relative where %rbp is the frame pointer) becomes its non-temporal form,
 and the result is assembled into the object. Masked stores (the tails of
-GuardWithIf loops) and scalar stores are left as they are.
+GuardWithIf loops) and scalar stores are left as they are. AVX-512's
+narrowing store of bfloat16 (vpmovdw to memory) has no non-temporal form: it
+becomes a vpmovdw into %ymm31, then a non-temporal store of that, where the
+file never uses register 31 otherwise. A target with nothing to rewrite
+(SSE's bfloat16 rows are 8-byte stores) keeps its ordinary stores.
 
 A non-temporal store faults unless its address is aligned to the vector, so
 the kernels built this way may only be called on outputs whose rows start on
 64-byte boundaries; the runtime checks that before it picks one
-(runtime/streaming_stores.cpp). A file in which nothing was rewritten is an
-error: the kernel would silently be the ordinary one.
+(runtime/streaming_stores.cpp). A kernel none of whose targets had anything
+rewritten is an error: it would silently be the ordinary one.
 """
 import argparse
 import re
@@ -44,6 +48,7 @@ FRAME_POINTER = re.compile(r"^\tmovq\t%rsp, %rbp")
 
 def rewrite(lines):
     out, in_task, count = [], False, 0
+    scratch_free = not any("mm31" in line for line in lines)
     stack_registers = ("%rsp",)
     for line in lines:
         if TASK_LABEL.match(line):
@@ -56,6 +61,10 @@ def rewrite(lines):
         if m and m.group(1) in NON_TEMPORAL and not any(r in m.group(3) for r in stack_registers):
             line = "\t%s\t%s, %s\n" % (NON_TEMPORAL[m.group(1)], m.group(2), m.group(3))
             count += 1
+        elif m and m.group(1) == "vpmovdw" and m.group(2).startswith("%zmm") and scratch_free \
+                and not any(r in m.group(3) for r in stack_registers):
+            line = "\tvpmovdw\t%s, %%ymm31\n\tvmovntdq\t%%ymm31, %s\n" % (m.group(2), m.group(3))
+            count += 1
         out.append(line)
     return out, count
 
@@ -65,16 +74,19 @@ def main():
     parser.add_argument("--cc", required=True)
     parser.add_argument("pairs", nargs="+", help="<assembly>:<object>")
     args = parser.parse_args()
+    total = 0
     for pair in args.pairs:
         asm, obj = pair.rsplit(":", 1)
         with open(asm) as f:
             lines, count = rewrite(f.readlines())
-        if count == 0:
-            sys.exit("%s: no vector store to rewrite in a parallel task (has Halide's output changed?)" % asm)
+        total += count
         streamed = asm[:-2] + ".streaming.s"
         with open(streamed, "w") as f:
             f.writelines(lines)
         subprocess.run([args.cc, "-c", "-o", obj, streamed], check=True)
+    if total == 0:
+        sys.exit("%s: no vector store to rewrite in a parallel task of any target (has Halide's output changed?)"
+                 % args.pairs[0].rsplit(":", 1)[0])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 // The kernels that write with streaming stores (<library>_streaming, built by
 // cmake/streaming_stores.py on x86) against the ordinary ones: the same bits
 // in eval forward, training forward (two passes) and backward, both layouts,
-// and the float64 reference. They run only where every output row starts on
+// float32 and bfloat16, and the float64 reference. They run only where every output row starts on
 // a 64-byte boundary — a non-temporal store elsewhere faults — so shapes
 // whose rows do not must take the ordinary kernels. ctest also runs this
 // suite at every CPU level of the fat library (cpu_level.*).
@@ -24,11 +24,12 @@ namespace {
 struct StreamCase {
     std::vector<int64_t> shape;
     Layout layout;
+    DType dtype;
     bool rows_aligned;  // every row of the kernels' view is a multiple of 64 bytes
 };
 
 std::string case_name(const ::testing::TestParamInfo<StreamCase>& info) {
-    std::string name = info.param.layout == Layout::NCHW ? "nchw" : "nhwc";
+    std::string name = std::string(to_string(info.param.dtype)) + (info.param.layout == Layout::NCHW ? "_nchw" : "_nhwc");
     for (int64_t d : info.param.shape) name += "_" + std::to_string(d);
     return name;
 }
@@ -37,9 +38,8 @@ bool same_bytes(const Tensor& a, const Tensor& b) {
     return a.nbytes() == b.nbytes() && std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0;
 }
 
-bool streaming_kernels_built() {
-    return detail::find_streaming_kernel(detail::Pipeline::apply, DType::Float32, Layout::NCHW,
-                                         detail::Fusion::none) != nullptr;
+bool streaming_kernels_built(DType dtype) {
+    return detail::find_streaming_kernel(detail::Pipeline::apply, dtype, Layout::NCHW, detail::Fusion::none) != nullptr;
 }
 
 // eval forward, training forward and backward; the apply-kernel names each ran.
@@ -61,9 +61,10 @@ TEST_P(StreamingStores, SameBitsAsTheOrdinaryKernels) {
     const StreamCase& tc = GetParam();
     std::mt19937 rng(7 + tc.shape[1]);
     const ref::Shape sh = ref_shape(tc.shape);
-    const auto xv = random_batch(rng, sh), dyv = random_batch(rng, sh, 0.3, 1.0);
-    const Tensor x = tensor_from(xv, tc.shape, DType::Float32, tc.layout);
-    const Tensor dy = tensor_from(dyv, tc.shape, DType::Float32, tc.layout);
+    const auto xv = rounded(random_batch(rng, sh), tc.shape, tc.dtype);
+    const auto dyv = rounded(random_batch(rng, sh, 0.3, 1.0), tc.shape, tc.dtype);
+    const Tensor x = tensor_from(xv, tc.shape, tc.dtype, tc.layout);
+    const Tensor dy = tensor_from(dyv, tc.shape, tc.dtype, tc.layout);
     const auto wv = random_vector(rng, sh.c, 1.0, 0.5), bv = random_vector(rng, sh.c, 0.0, 0.5);
     const auto rmv = random_vector(rng, sh.c, 0.5, 0.5), rvv = random_vector(rng, sh.c, 1.5, 0.4);
     const Tensor w = channel_tensor(wv), b = channel_tensor(bv), rm = channel_tensor(rmv), rv = channel_tensor(rvv);
@@ -82,7 +83,7 @@ TEST_P(StreamingStores, SameBitsAsTheOrdinaryKernels) {
     };
     const Outputs streamed = run(0), ordinary = run(std::numeric_limits<size_t>::max());
 
-    const bool streams = tc.rows_aligned && streaming_kernels_built();
+    const bool streams = tc.rows_aligned && streaming_kernels_built(tc.dtype);
     for (const std::string* name : {&streamed.eval_kernel, &streamed.train_kernel, &streamed.backward_kernel}) {
         EXPECT_EQ(name->find("_streaming") != std::string::npos, streams) << *name;
     }
@@ -97,23 +98,33 @@ TEST_P(StreamingStores, SameBitsAsTheOrdinaryKernels) {
     const auto eval = ref::forward(xv, sh, wv, bv, false, rmv, rvv, 1e-5);
     const auto train = ref::forward(xv, sh, wv, bv, true, {}, {}, 1e-5);
     const auto grads = ref::backward(xv, dyv, train.y, sh, wv, train, true, 1e-5, false);
-    EXPECT_LE(ref::rel_error(values(streamed.eval_y), eval.y), 1e-5);
-    EXPECT_LE(ref::rel_error(values(streamed.train_y), train.y), 1e-5);
-    EXPECT_LE(ref::rel_error(values(streamed.dx), grads.dx), 1e-4);
+    const double tol = dtype_tolerance(tc.dtype);
+    EXPECT_LE(ref::rel_error(values(streamed.eval_y), eval.y), tol);
+    EXPECT_LE(ref::rel_error(values(streamed.train_y), train.y), tol);
+    EXPECT_LE(ref::rel_error(values(streamed.dx), grads.dx), 10 * tol);
 }
 
-// NCHW rows are H·W floats, NHWC rows C floats: 16 floats are 64 bytes.
+// NCHW rows are H·W values, NHWC rows C values: 64 bytes are 16 floats or 32 bfloat16.
+constexpr DType f32 = DType::Float32, bf16 = DType::BFloat16;
 INSTANTIATE_TEST_SUITE_P(Shapes, StreamingStores,
-                         ::testing::Values(StreamCase{{2, 3, 4, 4}, Layout::NCHW, true},
-                                           StreamCase{{3, 5, 16, 20}, Layout::NCHW, true},
-                                           StreamCase{{2, 4, 56, 56}, Layout::NCHW, true},
-                                           StreamCase{{2, 3, 7, 7}, Layout::NCHW, false},
-                                           StreamCase{{2, 6, 14, 14}, Layout::NCHW, false},
-                                           StreamCase{{2, 16, 3, 5}, Layout::NHWC, true},
-                                           StreamCase{{3, 48, 2, 3}, Layout::NHWC, true},
-                                           StreamCase{{2, 64, 7, 7}, Layout::NHWC, true},
-                                           StreamCase{{2, 40, 3, 3}, Layout::NHWC, false},
-                                           StreamCase{{2, 7, 5, 5}, Layout::NHWC, false}),
+                         ::testing::Values(StreamCase{{2, 3, 4, 4}, Layout::NCHW, f32, true},
+                                           StreamCase{{3, 5, 16, 20}, Layout::NCHW, f32, true},
+                                           StreamCase{{2, 4, 56, 56}, Layout::NCHW, f32, true},
+                                           StreamCase{{2, 3, 7, 7}, Layout::NCHW, f32, false},
+                                           StreamCase{{2, 6, 14, 14}, Layout::NCHW, f32, false},
+                                           StreamCase{{2, 16, 3, 5}, Layout::NHWC, f32, true},
+                                           StreamCase{{3, 48, 2, 3}, Layout::NHWC, f32, true},
+                                           StreamCase{{2, 64, 7, 7}, Layout::NHWC, f32, true},
+                                           StreamCase{{2, 40, 3, 3}, Layout::NHWC, f32, false},
+                                           StreamCase{{2, 7, 5, 5}, Layout::NHWC, f32, false},
+                                           StreamCase{{2, 3, 8, 8}, Layout::NCHW, bf16, true},
+                                           StreamCase{{2, 4, 56, 56}, Layout::NCHW, bf16, true},
+                                           StreamCase{{2, 3, 4, 4}, Layout::NCHW, bf16, false},
+                                           StreamCase{{2, 5, 28, 28}, Layout::NCHW, bf16, false},
+                                           StreamCase{{2, 32, 3, 5}, Layout::NHWC, bf16, true},
+                                           StreamCase{{3, 96, 2, 3}, Layout::NHWC, bf16, true},
+                                           StreamCase{{2, 16, 3, 3}, Layout::NHWC, bf16, false},
+                                           StreamCase{{2, 40, 5, 5}, Layout::NHWC, bf16, false}),
                          case_name);
 
 TEST(StreamingStoresLimit, DefaultIsHalfTheLastLevelCache) {
