@@ -1,13 +1,12 @@
 #include "one_pass.h"
 
+#include "byte_limit.h"
 #include "device.h"
 
 #include <bnforge/runtime.h>
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <mutex>
 #include <string>
 #include <unistd.h>
 
@@ -22,43 +21,17 @@ size_t default_limit() {
     return (l2 > 0 ? static_cast<size_t>(l2) : size_t{1} << 20) / 2;
 }
 
-size_t initial_limit() {
-    if (const char* env = std::getenv("BNFORGE_ONE_PASS_BYTES")) return std::strtoull(env, nullptr, 10);
-    return default_limit();
-}
+size_t gpu_default_limit() { return 48 * 1024; }
 
-constexpr size_t kGpuDefaultLimit = 48 * 1024;
-
-size_t initial_gpu_limit() {
-    if (const char* env = std::getenv("BNFORGE_GPU_ONE_PASS_BYTES")) return std::strtoull(env, nullptr, 10);
-    return kGpuDefaultLimit;
-}
-
-std::mutex g_mutex;
-size_t g_limit = initial_limit();
-size_t g_gpu_limit = initial_gpu_limit();
+detail::ByteLimit g_limit("BNFORGE_ONE_PASS_BYTES", &default_limit);
+detail::ByteLimit g_gpu_limit("BNFORGE_GPU_ONE_PASS_BYTES", &gpu_default_limit);
 
 }  // namespace
 
-void set_gpu_one_pass_limit(std::optional<size_t> bytes) {
-    std::lock_guard<std::mutex> lock(g_mutex);
-    g_gpu_limit = bytes ? *bytes : kGpuDefaultLimit;
-}
-
-size_t gpu_one_pass_limit() {
-    std::lock_guard<std::mutex> lock(g_mutex);
-    return g_gpu_limit;
-}
-
-void set_one_pass_limit(std::optional<size_t> bytes) {
-    std::lock_guard<std::mutex> lock(g_mutex);
-    g_limit = bytes ? *bytes : default_limit();
-}
-
-size_t one_pass_limit() {
-    std::lock_guard<std::mutex> lock(g_mutex);
-    return g_limit;
-}
+void set_gpu_one_pass_limit(std::optional<size_t> bytes) { g_gpu_limit.set(bytes); }
+size_t gpu_one_pass_limit() { return g_gpu_limit.get(); }
+void set_one_pass_limit(std::optional<size_t> bytes) { g_limit.set(bytes); }
+size_t one_pass_limit() { return g_limit.get(); }
 
 namespace detail {
 

@@ -1,10 +1,10 @@
 #include "streaming_stores.h"
 
+#include "byte_limit.h"
+
 #include <bnforge/runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
-#include <mutex>
 #include <unistd.h>
 
 namespace bnforge {
@@ -19,25 +19,12 @@ size_t default_limit() {
     return (llc > 0 ? static_cast<size_t>(llc) : size_t{32} << 20) / 2;
 }
 
-size_t initial_limit() {
-    if (const char* env = std::getenv("BNFORGE_STREAMING_STORE_BYTES")) return std::strtoull(env, nullptr, 10);
-    return default_limit();
-}
-
-std::mutex g_mutex;
-size_t g_limit = initial_limit();
+detail::ByteLimit g_limit("BNFORGE_STREAMING_STORE_BYTES", &default_limit);
 
 }  // namespace
 
-void set_streaming_store_limit(std::optional<size_t> bytes) {
-    std::lock_guard<std::mutex> lock(g_mutex);
-    g_limit = bytes ? *bytes : default_limit();
-}
-
-size_t streaming_store_limit() {
-    std::lock_guard<std::mutex> lock(g_mutex);
-    return g_limit;
-}
+void set_streaming_store_limit(std::optional<size_t> bytes) { g_limit.set(bytes); }
+size_t streaming_store_limit() { return g_limit.get(); }
 
 namespace detail {
 
