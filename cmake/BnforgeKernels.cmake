@@ -21,8 +21,7 @@
 # schedules of every dtype would triple the build.
 #
 # STREAMING_STORES: the family's float32 and bfloat16 CPU variants without
-# fusion are also
-# built with streaming stores (<library>_streaming, x86 only:
+# fusion are also built with streaming stores (<library>_streaming, x86 only:
 # _bnforge_add_streaming_variant), which the runtime calls for outputs larger
 # than the caches (runtime/streaming_stores.cpp).
 #
