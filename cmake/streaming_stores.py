@@ -14,11 +14,7 @@ entry function only checks arguments and fills stack structures), every
 unmasked vector store to a non-stack address (not %rsp-relative, nor
 %rbp-relative where %rbp is the frame pointer) becomes its non-temporal form,
 and the result is assembled into the object. Masked stores (the tails of
-GuardWithIf loops) and scalar stores are left as they are. AVX-512's
-narrowing store of bfloat16 (vpmovdw to memory) has no non-temporal form: it
-becomes a vpmovdw into %ymm31, then a non-temporal store of that, where the
-file never uses register 31 otherwise. A target with nothing to rewrite
-(SSE's bfloat16 rows are 8-byte stores) keeps its ordinary stores.
+GuardWithIf loops) and scalar stores are left as they are.
 
 A non-temporal store faults unless its address is aligned to the vector, so
 the kernels built this way may only be called on outputs whose rows start on
@@ -48,7 +44,6 @@ FRAME_POINTER = re.compile(r"^\tmovq\t%rsp, %rbp")
 
 def rewrite(lines):
     out, in_task, count = [], False, 0
-    scratch_free = not any("mm31" in line for line in lines)
     stack_registers = ("%rsp",)
     for line in lines:
         if TASK_LABEL.match(line):
@@ -60,10 +55,6 @@ def rewrite(lines):
         m = STORE.match(line) if in_task else None
         if m and m.group(1) in NON_TEMPORAL and not any(r in m.group(3) for r in stack_registers):
             line = "\t%s\t%s, %s\n" % (NON_TEMPORAL[m.group(1)], m.group(2), m.group(3))
-            count += 1
-        elif m and m.group(1) == "vpmovdw" and m.group(2).startswith("%zmm") and scratch_free \
-                and not any(r in m.group(3) for r in stack_registers):
-            line = "\tvpmovdw\t%s, %%ymm31\n\tvmovntdq\t%%ymm31, %s\n" % (m.group(2), m.group(3))
             count += 1
         out.append(line)
     return out, count

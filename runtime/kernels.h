@@ -50,7 +50,7 @@ const KernelEntry& find_kernel(Pipeline, Device, DType, Layout, Fusion, const st
 // merge_moments) for `variant` (their CMake VARIANTS labels); always manual.
 const KernelEntry& find_channel_kernel(Pipeline, Device, const std::string& variant);
 // The manual kernel's variant with streaming stores, if the build has one
-// (float32 and bfloat16, no fusion, x86: see streaming_stores.h); else nullptr.
+// (float32, no fusion, x86: see streaming_stores.h); else nullptr.
 const KernelEntry* find_streaming_kernel(Pipeline, DType, Layout, Fusion);
 // The variant label of those kernels in the table.
 constexpr const char* kStreamingVariant = "streaming_stores";

@@ -26,7 +26,7 @@ void set_one_pass_limit(std::optional<size_t> bytes);
 size_t one_pass_limit();
 
 // Elementwise passes on the CPU (eval forward, the normalization of training
-// forward, backward's dx; float32 and bfloat16 without fusion, on x86) write their output
+// forward, backward's dx; float32 without fusion, on x86) write their output
 // with streaming stores — whole cache lines, not read first, not kept in the
 // caches — when it has at least this many bytes and its rows start on
 // 64-byte boundaries. Same results either way. Default: half the last-level
