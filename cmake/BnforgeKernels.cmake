@@ -56,6 +56,10 @@ foreach (scheduler IN LISTS BNFORGE_GPU_AUTOSCHEDULERS)
     endif ()
 endforeach ()
 
+# The Halide target features every kernel is built with: the runtime passes a
+# user context (its CallContext) and buffers may pass 2 GiB.
+set(_bnforge_kernel_features user_context large_buffers)
+
 # One AOT kernel library from the bnforge generators, with what every kernel
 # shares: the features the runtime calls them with and the one Halide runtime.
 # AUTOSCHEDULER <Halide autoscheduler> schedules it with that plugin's search
@@ -72,7 +76,7 @@ function(bnforge_add_kernel name)
                        FROM bnforge_generators
                        GENERATOR ${ARG_GENERATOR}
                        TARGETS ${ARG_TARGETS}
-                       FEATURES user_context large_buffers
+                       FEATURES ${_bnforge_kernel_features}
                        USE_RUNTIME bnforge_halide_runtime
                        ${autoschedule}
                        PARAMS ${ARG_PARAMS})
@@ -144,8 +148,10 @@ function(_bnforge_add_streaming_variant pipeline generator dtag layout fusion na
         return()
     endif ()
     set(lib ${name}_streaming)
+    # The targets add_halide_library gives the ordinary kernel: its features, and no runtime of its own.
+    list(JOIN _bnforge_kernel_features "-" features)
     set(targets ${BNFORGE_CPU_TARGETS})
-    list(TRANSFORM targets APPEND "-user_context-large_buffers-no_runtime")
+    list(TRANSFORM targets APPEND "-${features}-no_runtime")
     set(objects)
     set(pairs)
     foreach (target IN LISTS targets)
