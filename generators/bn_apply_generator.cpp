@@ -57,7 +57,7 @@ public:
         if (mask) {
             schedule_masked_rows_cpu(*y, *mask, d0, d1, n, m, y->dim(0).extent(), vec);
         } else {
-            schedule_rows_cpu(*y, d0, d1, n, y->dim(0).extent(), vec);
+            schedule_rows_cpu(*y, layout, d0, d1, n, y->dim(0).extent(), vec, /*channel_operands=*/4);
         }
     }
 

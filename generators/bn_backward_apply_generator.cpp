@@ -60,10 +60,13 @@ public:
 
     void schedule_cpu() {
         const int vec = natural_vector_size<float>();
-        Var rows = schedule_rows_cpu(*dx, d0, d1, n, dx->dim(0).extent(), vec);
+        // (Halide's compute_with cannot follow a specialization's split, so
+        // with d_addend the rows of 2048 channels are not grouped.)
+        const int channel_operands = daddend ? 0 : 5;
+        Var rows = schedule_rows_cpu(*dx, layout, d0, d1, n, dx->dim(0).extent(), vec, channel_operands);
         if (daddend) {
             // Same loop nest as dx, so dy and the mask are read once.
-            schedule_rows_cpu(*daddend, d0, d1, n, dx->dim(0).extent(), vec);
+            schedule_rows_cpu(*daddend, layout, d0, d1, n, dx->dim(0).extent(), vec);
             daddend->compute_with(Func(*dx), rows);
         }
     }

@@ -64,16 +64,30 @@ Var split_rows_into_tasks(Func f, const Var& d0, const Var& d1, const Var& outer
     // A task is a block of d1 within one `outer`: splitting (d1, outer)
     // fused would cost an integer division and a modulo per row to find them
     // again, as much as the row's own work at 7x7 NCHW or 64 NHWC channels.
-    Var blocks("blocks"), task("task"), rows("rows");
+    Var blocks("blocks"), task("task"), rows("rows"), lanes("lanes");
     f.split(d1, blocks, rows, rows_per_task, TailStrategy::GuardWithIf)
         .fuse(blocks, outer, task)
         .parallel(task)
-        .vectorize(d0, vec, TailStrategy::GuardWithIf);
+        .split(d0, d0, lanes, vec, TailStrategy::GuardWithIf)
+        .vectorize(lanes);
     return rows;
 }
 
-Var schedule_rows_cpu(Func f, const Var& d0, const Var& d1, const Var& n, const Expr& row_length, int vec) {
-    return split_rows_into_tasks(f, d0, d1, n, max(1, 16384 / max(row_length, 1)), vec);
+Var schedule_rows_cpu(Func f, Layout layout, const Var& d0, const Var& d1, const Var& n, const Expr& row_length,
+                      int vec, int channel_operands) {
+    Var rows = split_rows_into_tasks(f, d0, d1, n, max(1, 16384 / max(row_length, 1)), vec);
+    if (layout == Layout::NHWC && channel_operands > 0) {
+        // Each vector of channel operands loaded once for kRowGroup rows
+        // (see the header). The rows' data stay in memory order, so below the
+        // limit rows are not grouped: the interleaved streams measured slower.
+        Var group("group"), row("row"), lanes("lanes");
+        const int operand_bytes = channel_operands * static_cast<int>(sizeof(float));
+        f.specialize(row_length * operand_bytes >= kRowGroupOperandBytes)
+            .split(rows, group, row, kRowGroup, TailStrategy::GuardWithIf)
+            .reorder(lanes, row, d0, group)
+            .unroll(row);
+    }
+    return rows;
 }
 
 void schedule_masked_rows_cpu(Func f, Func mask, const Var& d0, const Var& d1, const Var& n, const Var& m,

@@ -27,8 +27,16 @@ Var split_rows_into_tasks(Func f, const Var& d0, const Var& d1, const Var& outer
 
 // An elementwise output in memory order (d0, d1, n): each parallel task takes
 // whole d0 rows of several d1 of one n, enough to amortise the task overhead
-// when rows are short (NHWC with few channels).
-Var schedule_rows_cpu(Func f, const Var& d0, const Var& d1, const Var& n, const Expr& row_length, int vec);
+// when rows are short (NHWC with few channels). `channel_operands`: the
+// float32 per-channel vectors each element reads (NHWC: shift, offset, ...,
+// as long as a row). When they come to kRowGroupOperandBytes per row, they no
+// longer stay in L1 beside the rows' data, and the loop takes kRowGroup rows
+// per channel vector instead of one. Returns the task's row loop (ungrouped),
+// for compute_with.
+constexpr int kRowGroup = 8;
+constexpr int kRowGroupOperandBytes = 24 * 1024;  // half of a 48 KiB L1d
+Var schedule_rows_cpu(Func f, Layout layout, const Var& d0, const Var& d1, const Var& n, const Expr& row_length,
+                      int vec, int channel_operands = 0);
 
 // schedule_rows_cpu for an output `f` and its ReLU mask (d0, d1, m): rows
 // taken kMaskRows batch rows at a time, and each mask row computed right

@@ -66,6 +66,7 @@ std::vector<VariantCase> all_cases() {
         {2, 3, 3, 4, 5},  // rank 5
         {2, 20, 5, 37},   // C not a multiple of any vector width, long odd rows
         {1, 3, 67, 71},   // S > the 4096-element chunk, N = 1
+        {2, 1544, 3, 5},  // NHWC rows grouped per channel vector (cpu_schedules.h): a lane tail, 10-row tasks
     };
     std::vector<VariantCase> cases;
     for (const auto& shape : shapes)
