@@ -879,6 +879,17 @@ TEST(HostCache, ReusesReleasedBlocksOfTheSameSizeWithinTheLimit) {
         EXPECT_EQ(next.raw_data(), b);
         EXPECT_NE(next.raw_data(), a);
     }
+    {
+        // Small blocks too (a call's per-channel tensors). Without the cache,
+        // malloc would hand the freed block to the next request of its size.
+        void* small = nullptr;
+        { small = Tensor::empty({3, 64}, DType::Float64).raw_data(); }
+        void* taken = std::aligned_alloc(64, 3 * 64 * sizeof(double));
+        Tensor again = Tensor::empty({3, 64}, DType::Float64);
+        EXPECT_EQ(again.raw_data(), small);
+        EXPECT_NE(taken, small);
+        std::free(taken);
+    }
     set_host_cache_limit(0);  // trims everything, and keeps nothing from now on
     { Tensor t = Tensor::empty(shape, DType::Float32); }
     EXPECT_EQ(host_cache_limit(), 0u);
