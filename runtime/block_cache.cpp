@@ -15,7 +15,8 @@ namespace {
 // Below this, glibc's per-thread cache (chunks up to 1032 bytes) hands a block
 // back in a few instructions. A larger request goes to the arena, which first
 // consolidates the small chunks freed since: with a call's per-channel tensors
-// (1.5 KB of moments at 64 channels) that was a quarter of a call at 1x64x7x7.
+// (1.5 KB of moments at 64 channels) the allocator was a third of a BN+ReLU
+// call at 1x64x7x7 (bench/analysis.md).
 constexpr size_t kMinCachedBytes = size_t{1} << 10;
 // An eighth of physical memory, at least 1 GiB: enough for the outputs of one
 // batch-norm layer at batch 256 (a backward's dx and d_addend at 822 MB each).
