@@ -43,7 +43,7 @@ public:
         set_batch_estimates(*x, layout);
         if (addend) set_batch_estimates(*addend, layout);
         set_batch_estimates(*y, layout);
-        for (auto* p : {&shift, &offset, &scale, &beta}) set_channel_estimates(*p);
+        for (auto* p : channel_inputs()) set_channel_estimates(*p);
         if (mask) set_mask_estimates(*mask, layout);
     }
 
@@ -57,11 +57,14 @@ public:
         if (mask) {
             schedule_masked_rows_cpu(*y, *mask, d0, d1, n, m, y->dim(0).extent(), vec);
         } else {
-            schedule_rows_cpu(*y, layout, d0, d1, n, y->dim(0).extent(), vec, /*channel_operands=*/4);
+            schedule_rows_cpu(*y, layout, d0, d1, n, y->dim(0).extent(), vec, static_cast<int>(channel_inputs().size()));
         }
     }
 
 private:
+    // The per-channel operands each element reads.
+    std::vector<Input<Buffer<float, 1>>*> channel_inputs() { return {&shift, &offset, &scale, &beta}; }
+
     Var d0{"d0"}, d1{"d1"}, n{"n"}, m{"m"};
     Func pre{"pre"};
     Input<Buffer<>>* x = nullptr;

@@ -45,7 +45,7 @@ public:
         set_batch_estimates(*dx, layout);
         if (daddend) set_batch_estimates(*daddend, layout);
         if (mask) set_mask_estimates(*mask, layout);
-        for (auto* p : {&shift, &offset, &k_dy, &k_xmu, &k_bias}) set_channel_estimates(*p);
+        for (auto* p : channel_inputs()) set_channel_estimates(*p);
     }
 
     void schedule_gpu() {
@@ -62,7 +62,7 @@ public:
         const int vec = natural_vector_size<float>();
         // (Halide's compute_with cannot follow a specialization's split, so
         // with d_addend the rows of 2048 channels are not grouped.)
-        const int channel_operands = daddend ? 0 : 5;
+        const int channel_operands = daddend ? 0 : static_cast<int>(channel_inputs().size());
         Var rows = schedule_rows_cpu(*dx, layout, d0, d1, n, dx->dim(0).extent(), vec, channel_operands);
         if (daddend) {
             // Same loop nest as dx, so dy and the mask are read once.
@@ -72,6 +72,9 @@ public:
     }
 
 private:
+    // The per-channel operands each element reads.
+    std::vector<Input<Buffer<float, 1>>*> channel_inputs() { return {&shift, &offset, &k_dy, &k_xmu, &k_bias}; }
+
     Var d0{"d0"}, d1{"d1"}, n{"n"};
     Func g{"g"};
     Input<Buffer<>>* x = nullptr;

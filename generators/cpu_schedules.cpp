@@ -60,7 +60,8 @@ void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec, const st
     }
 }
 
-Var split_rows_into_tasks(Func f, const Var& d0, const Var& d1, const Var& outer, const Expr& rows_per_task, int vec) {
+TaskRows split_rows_into_tasks(Func f, const Var& d0, const Var& d1, const Var& outer, const Expr& rows_per_task,
+                               int vec) {
     // A task is a block of d1 within one `outer`: splitting (d1, outer)
     // fused would cost an integer division and a modulo per row to find them
     // again, as much as the row's own work at 7x7 NCHW or 64 NHWC channels.
@@ -70,24 +71,24 @@ Var split_rows_into_tasks(Func f, const Var& d0, const Var& d1, const Var& outer
         .parallel(task)
         .split(d0, d0, lanes, vec, TailStrategy::GuardWithIf)
         .vectorize(lanes);
-    return rows;
+    return {rows, lanes};
 }
 
 Var schedule_rows_cpu(Func f, Layout layout, const Var& d0, const Var& d1, const Var& n, const Expr& row_length,
                       int vec, int channel_operands) {
-    Var rows = split_rows_into_tasks(f, d0, d1, n, max(1, 16384 / max(row_length, 1)), vec);
+    const TaskRows task = split_rows_into_tasks(f, d0, d1, n, max(1, 16384 / max(row_length, 1)), vec);
     if (layout == Layout::NHWC && channel_operands > 0) {
         // Each vector of channel operands loaded once for kRowGroup rows
         // (see the header). The rows' data stay in memory order, so below the
         // limit rows are not grouped: the interleaved streams measured slower.
-        Var group("group"), row("row"), lanes("lanes");
+        Var group("group"), row("row");
         const int operand_bytes = channel_operands * static_cast<int>(sizeof(float));
         f.specialize(row_length * operand_bytes >= kRowGroupOperandBytes)
-            .split(rows, group, row, kRowGroup, TailStrategy::GuardWithIf)
-            .reorder(lanes, row, d0, group)
+            .split(task.rows, group, row, kRowGroup, TailStrategy::GuardWithIf)
+            .reorder(task.lanes, row, d0, group)
             .unroll(row);
     }
-    return rows;
+    return task.rows;
 }
 
 void schedule_masked_rows_cpu(Func f, Func mask, const Var& d0, const Var& d1, const Var& n, const Var& m,
@@ -95,7 +96,7 @@ void schedule_masked_rows_cpu(Func f, Func mask, const Var& d0, const Var& d1, c
     Var ni("ni");
     const Expr rows_per_task = max(1, 16384 / max(kMaskRows * row_length, 1));
     f.split(n, m, ni, kMaskRows, TailStrategy::GuardWithIf).reorder(d0, ni, d1, m);
-    Var rows = split_rows_into_tasks(f, d0, d1, m, rows_per_task, vec);
+    const Var rows = split_rows_into_tasks(f, d0, d1, m, rows_per_task, vec).rows;
     split_rows_into_tasks(mask, d0, d1, m, rows_per_task, vec);
     mask.compute_with(f, rows);
 }

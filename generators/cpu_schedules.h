@@ -22,8 +22,13 @@ void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec,
 
 // Rows (d1, outer) of `f` cut into parallel tasks of up to `rows_per_task`
 // rows of d1 within one `outer`, each row vectorised along d0. Returns the
-// per-task row loop, where siblings can be fused with compute_with.
-Var split_rows_into_tasks(Func f, const Var& d0, const Var& d1, const Var& outer, const Expr& rows_per_task, int vec);
+// per-task row loop, where siblings can be fused with compute_with, and the
+// vector lanes of d0.
+struct TaskRows {
+    Var rows, lanes;
+};
+TaskRows split_rows_into_tasks(Func f, const Var& d0, const Var& d1, const Var& outer, const Expr& rows_per_task,
+                               int vec);
 
 // An elementwise output in memory order (d0, d1, n): each parallel task takes
 // whole d0 rows of several d1 of one n, enough to amortise the task overhead
