@@ -5,7 +5,7 @@
 // data near the mean and no precision is lost when the data sit far from
 // zero — unlike the folded x·scale + (beta − mean·scale).
 // With ReLU the pipeline also writes a 1-bit mask of the positive outputs
-// (packed across the batch, see pack_mask_bits).
+// (packed across the batch, see mask_bits).
 #include "bn_generator.h"
 #include "bn_math.h"
 #include "cpu_schedules.h"
@@ -38,7 +38,10 @@ public:
                                     addend ? widen_to_float((*addend)(d0, d1, n)) : Expr());
         Expr out = fusion == Fusion::none ? Expr(pre(d0, d1, n)) : relu(pre(d0, d1, n));
         (*y)(d0, d1, n) = narrow_from_float(dtype, out);
-        if (mask) (*mask)(d0, d1, m) = pack_mask_bits(pre, d0, d1, m, x->dim(2).extent());
+        if (mask) {
+            bits = mask_bits(pre, d0, d1, m, x->dim(2).extent(), manual_schedule());
+            (*mask)(d0, d1, m) = bits.func(d0, d1, m);
+        }
 
         set_batch_estimates(*x, layout);
         if (addend) set_batch_estimates(*addend, layout);
@@ -49,13 +52,13 @@ public:
 
     void schedule_gpu() {
         Var at = schedule_elementwise_gpu(*y, d0, d1, n);
-        if (mask) schedule_mask_gpu(*mask, *y, d0, d1, m, at);
+        if (mask) schedule_mask_gpu(*mask, bits, *y, d0, d1, m, at);
     }
 
     void schedule_cpu() {
         const int vec = natural_vector_size<float>();
         if (mask) {
-            schedule_masked_rows_cpu(*y, *mask, d0, d1, n, m, y->dim(0).extent(), vec);
+            schedule_masked_rows_cpu(*y, *mask, bits, d0, d1, n, m, y->dim(0).extent(), vec);
         } else {
             schedule_rows_cpu(*y, layout, d0, d1, n, y->dim(0).extent(), vec, static_cast<int>(channel_inputs().size()));
         }
@@ -67,6 +70,7 @@ private:
 
     Var d0{"d0"}, d1{"d1"}, n{"n"}, m{"m"};
     Func pre{"pre"};
+    MaskBits bits;
     Input<Buffer<>>* x = nullptr;
     Input<Buffer<>>* addend = nullptr;
     Output<Buffer<>>* y = nullptr;

@@ -39,8 +39,20 @@ Expr relu(const Expr& v);
 // dense vector of each of 8 rows, and only a batch that is not a multiple of
 // 8 leaves a partial byte, guarded by a scalar test on the row.
 
-// The byte (d0, d1, m) of the mask of `pre` (memory order): bits where pre > 0.
-Expr pack_mask_bits(const Func& pre, const Expr& d0, const Expr& d1, const Expr& m, const Expr& batch);
+// The mask of `pre` (memory order): bit k of byte (d0, d1, m) where
+// pre(d0, d1, 8m + k) > 0. `predicated` (the manual schedules): the bits are
+// an update over the byte's rows, each under a test that the row is in the
+// batch, so a batch under 8 evaluates only its real rows (the pure
+// expression over clamped rows evaluates all 8: a third of a BN+ReLU call at
+// N = 1); the schedules compute `func` in the mask's vector or thread loop
+// (compute_mask_bits_cpu/_gpu), its rows `k` unrolled. Otherwise `func` is
+// that pure expression, for the autoschedulers: Anderson2021's schedule of
+// the update wrote wrong bits on PoCL (test_gpu_schedules).
+struct MaskBits {
+    Func func{"mask_bits"};
+    RDom k;  // the byte's rows, when predicated
+};
+MaskBits mask_bits(const Func& pre, const Var& d0, const Var& d1, const Var& m, const Expr& batch, bool predicated);
 // Whether element (d0, d1, n) was positive.
 Expr mask_bit(const Func& mask, const Expr& d0, const Expr& d1, const Expr& n);
 

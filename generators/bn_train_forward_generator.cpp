@@ -57,7 +57,10 @@ public:
                                     coefficients(ch)[2], bias(ch), added);
         Expr out = fusion == Fusion::none ? Expr(pre(d0, d1, n)) : relu(pre(d0, d1, n));
         (*y)(d0, d1, n) = narrow_from_float(dtype, out);
-        if (mask) (*mask)(d0, d1, m) = pack_mask_bits(pre, d0, d1, m, x->dim(2).extent());
+        if (mask) {
+            bits = mask_bits(pre, d0, d1, m, x->dim(2).extent(), manual_schedule());
+            (*mask)(d0, d1, m) = bits.func(d0, d1, m);
+        }
 
         set_batch_estimates(*x, layout);
         if (addend) set_batch_estimates(*addend, layout);
@@ -71,7 +74,7 @@ public:
 
     void schedule_gpu() {
         OnePassGpu block = schedule_one_pass_gpu(*y, layout, d0, d1, n);
-        if (mask) fuse_batch_output_one_pass_gpu(*mask, block, d0, d1, m);
+        if (mask) fuse_mask_one_pass_gpu(*mask, bits, block, d0, d1, m);
         fuse_channel_rows_one_pass_gpu(*moments_out, block, d1, row);
         schedule_per_channel_one_pass_gpu(shift, block);
         schedule_channel_sums_one_pass_gpu(sums, block);
@@ -82,7 +85,7 @@ public:
     void schedule_cpu() {
         const int vec = natural_vector_size<float>();
         ChannelLoop channels = schedule_channels_cpu(*y, layout, d0, d1, n, vec);
-        if (mask) fuse_mask_with_channels(*mask, channels, d0, d1, n, m, vec);
+        if (mask) fuse_mask_with_channels(*mask, bits, channels, d0, d1, n, m, vec);
         fuse_with_channels(*moments_out, channels, d0, d1, n, vec);
         shift.compute_at(channels.level());
         schedule_channel_sums_cpu(sums, layout, vec, channels.level());
@@ -93,6 +96,7 @@ public:
 private:
     Var d0{"d0"}, d1{"d1"}, n{"n"}, m{"m"}, row{"row"};
     Func shift, moments{"moments"}, coefficients{"coefficients"}, pre{"pre"};
+    MaskBits bits;
     ChannelSums sums;
     Input<Buffer<>>* x = nullptr;
     Input<Buffer<>>* addend = nullptr;

@@ -91,14 +91,27 @@ Var schedule_rows_cpu(Func f, Layout layout, const Var& d0, const Var& d1, const
     return task.rows;
 }
 
-void schedule_masked_rows_cpu(Func f, Func mask, const Var& d0, const Var& d1, const Var& n, const Var& m,
-                              const Expr& row_length, int vec) {
+namespace {
+
+// A mask's bits (d0, d1, m) for one vector of its row, at the mask's vector
+// loop `d0`: in registers, each of the byte's rows under its scalar batch test.
+void compute_mask_bits_cpu(const MaskBits& b, Func mask, const Var& d0, int vec) {
+    Func bits = b.func;
+    bits.compute_at(mask, d0).bound_storage(d0, vec).vectorize(d0, vec, TailStrategy::GuardWithIf);
+    bits.update().reorder(d0, b.k).vectorize(d0, vec, TailStrategy::GuardWithIf).unroll(b.k);
+}
+
+}  // namespace
+
+void schedule_masked_rows_cpu(Func f, Func mask, const MaskBits& bits, const Var& d0, const Var& d1, const Var& n,
+                              const Var& m, const Expr& row_length, int vec) {
     Var ni("ni");
     const Expr rows_per_task = max(1, 16384 / max(kMaskRows * row_length, 1));
     f.split(n, m, ni, kMaskRows, TailStrategy::GuardWithIf).reorder(d0, ni, d1, m);
     const Var rows = split_rows_into_tasks(f, d0, d1, m, rows_per_task, vec).rows;
     split_rows_into_tasks(mask, d0, d1, m, rows_per_task, vec);
     mask.compute_with(f, rows);
+    compute_mask_bits_cpu(bits, mask, d0, vec);
 }
 
 ChannelLoop schedule_channels_cpu(Func f, Layout layout, const Var& d0, const Var& d1, const Var& n, int vec) {
@@ -121,12 +134,13 @@ void fuse_with_channels(Func g, const ChannelLoop& channels, const Var& d0, cons
     g.parallel(d1).compute_with(channels.func, per_channel ? d1 : n);
 }
 
-void fuse_mask_with_channels(Func mask, const ChannelLoop& channels, const Var& d0, const Var& d1, const Var& n,
-                             const Var& m, int vec) {
+void fuse_mask_with_channels(Func mask, const MaskBits& bits, const ChannelLoop& channels, const Var& d0,
+                             const Var& d1, const Var& n, const Var& m, int vec) {
     Var ni("ni");
     Func main = channels.func;  // a handle: the split is the main output's
     main.split(n, m, ni, kMaskRows, TailStrategy::GuardWithIf);
     mask.reorder(d0, m, d1).parallel(d1).vectorize(d0, vec, TailStrategy::GuardWithIf).compute_with(channels.func, m);
+    compute_mask_bits_cpu(bits, mask, d0, vec);
 }
 
 void schedule_channel_outputs_cpu(Func f, int vec) {

@@ -2,6 +2,7 @@
 // parallel over rows or channel blocks.
 #pragma once
 
+#include "bn_math.h"
 #include "channel_sums.h"
 
 #include <optional>
@@ -43,11 +44,12 @@ constexpr int kRowGroupOperandBytes = 24 * 1024;  // half of a 48 KiB L1d
 Var schedule_rows_cpu(Func f, Layout layout, const Var& d0, const Var& d1, const Var& n, const Expr& row_length,
                       int vec, int channel_operands = 0);
 
-// schedule_rows_cpu for an output `f` and its ReLU mask (d0, d1, m): rows
-// taken kMaskRows batch rows at a time, and each mask row computed right
-// after the rows of f it packs, which it re-reads from cache.
-void schedule_masked_rows_cpu(Func f, Func mask, const Var& d0, const Var& d1, const Var& n, const Var& m,
-                              const Expr& row_length, int vec);
+// schedule_rows_cpu for an output `f` and its ReLU mask (d0, d1, m), whose
+// `bits` are computed per mask vector: rows taken kMaskRows batch rows at a
+// time, and each mask row computed right after the rows of f it packs, which
+// it re-reads from cache.
+void schedule_masked_rows_cpu(Func f, Func mask, const MaskBits& bits, const Var& d0, const Var& d1, const Var& n,
+                              const Var& m, const Expr& row_length, int vec);
 
 // A one-pass pipeline's elementwise output `f` (NCHW, memory order d0, d1, n):
 // one parallel task per channel, its batch and spatial loops inside. Whatever
@@ -70,8 +72,8 @@ void fuse_with_channels(Func g, const ChannelLoop& channels, const Var& d0, cons
 // Puts the ReLU mask (d0, d1, m) in the loop nest of `channels`: the main
 // output's batch loop is taken kMaskRows rows at a time, and each mask row is
 // computed right after the rows it packs, which it re-reads from L1.
-void fuse_mask_with_channels(Func mask, const ChannelLoop& channels, const Var& d0, const Var& d1, const Var& n,
-                             const Var& m, int vec);
+void fuse_mask_with_channels(Func mask, const MaskBits& bits, const ChannelLoop& channels, const Var& d0,
+                             const Var& d1, const Var& n, const Var& m, int vec);
 
 // Per-channel outputs of a finalize pipeline: vectorised along the channels.
 void schedule_channel_outputs_cpu(Func f, int vec);

@@ -91,7 +91,19 @@ Var schedule_elementwise_gpu(Func f, const Var& d0, const Var& d1, const Var& n)
     return d0i;
 }
 
-void schedule_mask_gpu(Func mask, Func main, const Var& d0, const Var& d1, const Var& m, const Var& at) {
+namespace {
+
+// A mask's bits (see mask_bits) inside the thread loop `thread` of the mask:
+// each thread its own byte, the rows unrolled.
+void compute_mask_bits_gpu(const MaskBits& b, Func mask, const Var& thread) {
+    Func bits = b.func;
+    bits.compute_at(mask, thread).update().unroll(b.k);
+}
+
+}  // namespace
+
+void schedule_mask_gpu(Func mask, const MaskBits& bits, Func main, const Var& d0, const Var& d1, const Var& m,
+                       const Var& at) {
     Var d0o("d0o"), d0i("d0i"), d1o("d1o"), d1i("d1i"), b("b");
     mask.split(d0, d0o, d0i, kGpuWarp, TailStrategy::GuardWithIf)
         .split(d1, d1o, d1i, kGpuElementThreads / kGpuWarp, TailStrategy::GuardWithIf)
@@ -101,6 +113,7 @@ void schedule_mask_gpu(Func mask, Func main, const Var& d0, const Var& d1, const
         .gpu_blocks(b)
         .gpu_threads(d0i, d1i);
     mask.compute_with(main, at);
+    compute_mask_bits_gpu(bits, mask, d0i);
 }
 
 OnePassGpu schedule_one_pass_gpu(Func f, Layout layout, const Var& d0, const Var& d1, const Var& n) {
@@ -116,12 +129,18 @@ OnePassGpu schedule_one_pass_gpu(Func f, Layout layout, const Var& d0, const Var
         .fuse(d0i, ni, t)
         .gpu_blocks(d1)
         .gpu_threads(t);
-    return {f, d1};
+    return {f, d1, t};
 }
 
 void fuse_batch_output_one_pass_gpu(Func g, const OnePassGpu& b, const Var& d0, const Var& d1, const Var& n) {
     schedule_one_pass_gpu(g, Layout::NCHW, d0, d1, n);
     g.compute_with(b.main, b.block);
+}
+
+void fuse_mask_one_pass_gpu(Func mask, const MaskBits& bits, const OnePassGpu& b, const Var& d0, const Var& d1,
+                            const Var& m) {
+    fuse_batch_output_one_pass_gpu(mask, b, d0, d1, m);
+    compute_mask_bits_gpu(bits, mask, b.thread);
 }
 
 void fuse_channel_rows_one_pass_gpu(Func rows_out, const OnePassGpu& b, const Var& c, const Var& row) {

@@ -2,6 +2,7 @@
 // atomics (results are deterministic), every loop guarded for any size.
 #pragma once
 
+#include "bn_math.h"
 #include "channel_sums.h"
 
 #include <vector>
@@ -42,8 +43,9 @@ Var schedule_elementwise_gpu(Func f, const Var& d0, const Var& d1, const Var& n)
 
 // The ReLU mask (d0, d1, m) beside an output scheduled by
 // schedule_elementwise_gpu: the same blocks and threads, each thread packing
-// the byte of the 8 rows it has just written.
-void schedule_mask_gpu(Func mask, Func main, const Var& d0, const Var& d1, const Var& m, const Var& at);
+// the byte of the 8 rows it has just written (its `bits` in registers).
+void schedule_mask_gpu(Func mask, const MaskBits& bits, Func main, const Var& d0, const Var& d1, const Var& m,
+                       const Var& at);
 
 // One-pass training kernels (bn_train_forward, bn_train_backward) on a GPU,
 // NCHW only: one block per channel computes the channel's statistics, then
@@ -56,12 +58,16 @@ void schedule_mask_gpu(Func mask, Func main, const Var& d0, const Var& d1, const
 // most SMs idle, and PoCL miscompiles it; bench/analysis.md.)
 struct OnePassGpu {
     Func main;
-    Var block;  // the channel (block) loop of `main`
+    Var block;   // the channel (block) loop of `main`
+    Var thread;  // its thread loop, the same name in every stage of the block
     LoopLevel level() const { return LoopLevel(main, block); }
 };
 OnePassGpu schedule_one_pass_gpu(Func f, Layout layout, const Var& d0, const Var& d1, const Var& n);
-// Another batch output (the mask over (d0, d1, m), d_addend) in the same block.
+// Another batch output (d_addend; the mask goes through fuse_mask_one_pass_gpu) in the same block.
 void fuse_batch_output_one_pass_gpu(Func g, const OnePassGpu& b, const Var& d0, const Var& d1, const Var& n);
+// The ReLU mask (d0, d1, m) in the same block, each thread computing its byte's bits in registers.
+void fuse_mask_one_pass_gpu(Func mask, const MaskBits& bits, const OnePassGpu& b, const Var& d0, const Var& d1,
+                            const Var& m);
 // A per-channel rows output (c, row) in the same block.
 void fuse_channel_rows_one_pass_gpu(Func rows_out, const OnePassGpu& b, const Var& c, const Var& row);
 // A per-channel Func (c) at the block, in a one-thread loop.
