@@ -161,18 +161,12 @@ Layout infer_layout(const std::vector<int64_t>& shape, const std::vector<int64_t
     return Layout::NCHW;
 }
 
-// Logical dimensions from outermost to innermost in memory for `layout`.
-std::vector<size_t> memory_order(size_t rank, Layout layout) {
-    std::vector<size_t> order;
-    order.reserve(rank);
-    if (layout == Layout::NHWC && rank >= 3) {
-        order.push_back(0);
-        for (size_t d = 2; d < rank; ++d) order.push_back(d);
-        order.push_back(1);
-    } else {
-        for (size_t d = 0; d < rank; ++d) order.push_back(d);
-    }
-    return order;
+// The logical dimension at position `i` (0 = outermost) of `layout`'s memory
+// order. (Computed, not listed: contiguity checks run on every call.)
+size_t memory_dim(size_t i, size_t rank, Layout layout) {
+    if (layout != Layout::NHWC || rank < 3) return i;
+    if (i == 0) return 0;
+    return i == rank - 1 ? 1 : i + 1;
 }
 
 // Whether addressing with `strides` reaches the same bytes as the dense
@@ -181,9 +175,13 @@ std::vector<size_t> memory_order(size_t rank, Layout layout) {
 bool dense_in(const std::vector<int64_t>& shape, const std::vector<int64_t>& strides, Layout layout) {
     for (int64_t extent : shape)
         if (extent == 0) return true;
-    const std::vector<int64_t> expected = contiguous_strides(shape, layout);
-    for (size_t d = 0; d < shape.size(); ++d)
-        if (shape[d] != 1 && strides[d] != expected[d]) return false;
+    int64_t running = 1;
+    for (size_t i = shape.size(); i-- > 0;) {
+        const size_t d = memory_dim(i, shape.size(), layout);
+        if (shape[d] != 1 && strides[d] != running) return false;
+        // Past int64 no tensor is dense (contiguous_strides refuses such shapes).
+        if (__builtin_mul_overflow(running, shape[d], &running)) return i == 0;
+    }
     return true;
 }
 
@@ -378,12 +376,12 @@ bool memory_overlaps(const Tensor& a, const Tensor& b) {
 
 std::vector<int64_t> contiguous_strides(const std::vector<int64_t>& shape, Layout layout) {
     std::vector<int64_t> strides(shape.size(), 0);
-    const std::vector<size_t> order = memory_order(shape.size(), layout);
     int64_t running = 1;
     // Zero extents count as 1 so the strides stay meaningful (as PyTorch does).
-    for (size_t i = order.size(); i-- > 0;) {
-        strides[order[i]] = running;
-        if (i > 0 && __builtin_mul_overflow(running, std::max<int64_t>(shape[order[i]], 1), &running))
+    for (size_t i = shape.size(); i-- > 0;) {
+        const size_t d = memory_dim(i, shape.size(), layout);
+        strides[d] = running;
+        if (i > 0 && __builtin_mul_overflow(running, std::max<int64_t>(shape[d], 1), &running))
             fail("contiguous_strides: shape " + shape_str(shape) + " is too large (strides overflow int64)");
     }
     return strides;
