@@ -12,12 +12,11 @@ namespace bnforge {
 
 namespace {
 
-// Below this, glibc's per-thread cache (chunks up to 1032 bytes) hands a block
-// back in a few instructions. A larger request goes to the arena, which first
-// consolidates the small chunks freed since: with a call's per-channel tensors
-// (1.5 KB of moments at 64 channels) the allocator was a third of a BN+ReLU
-// call at 1x64x7x7 (bench/analysis.md).
-constexpr size_t kMinCachedBytes = size_t{1} << 10;
+// Blocks of every size are kept. Tensors take 64-byte aligned blocks, and
+// glibc 2.36's aligned_alloc bypasses its per-thread cache: each small block
+// (a 256-byte per-channel vector) went through the arena's search and lock,
+// and with 1.5 KB blocks the arena first consolidated the small chunks freed
+// since (a third of a BN+ReLU call at 1x64x7x7, bench/analysis.md).
 // An eighth of physical memory, at least 1 GiB: enough for the outputs of one
 // batch-norm layer at batch 256 (a backward's dx and d_addend at 822 MB each).
 size_t default_limit() {
@@ -80,7 +79,6 @@ void empty_host_cache() {
 namespace detail {
 
 void* take_cached_block(size_t bytes) {
-    if (bytes < kMinCachedBytes) return nullptr;
     Cache& c = cache();
     std::lock_guard<std::mutex> lock(c.mutex);
     // Equal keys keep insertion order: the last of the range was released
@@ -95,15 +93,13 @@ void* take_cached_block(size_t bytes) {
 }
 
 void return_block(void* ptr, size_t bytes) {
-    if (bytes >= kMinCachedBytes) {
-        Cache& c = cache();
-        std::lock_guard<std::mutex> lock(c.mutex);
-        if (bytes <= c.limit) {
-            c.trim(bytes);
-            c.blocks.emplace(bytes, ptr);
-            c.cached += bytes;
-            return;
-        }
+    Cache& c = cache();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    if (bytes <= c.limit) {
+        c.trim(bytes);
+        c.blocks.emplace(bytes, ptr);
+        c.cached += bytes;
+        return;
     }
     std::free(ptr);
 }

@@ -889,6 +889,15 @@ TEST(HostCache, ReusesReleasedBlocksOfTheSameSizeWithinTheLimit) {
         EXPECT_EQ(again.raw_data(), small);
         EXPECT_NE(taken, small);
         std::free(taken);
+        // And blocks below glibc's per-thread cache size (a 256-byte channel
+        // vector): 64-byte aligned requests bypass that cache.
+        void* vector = nullptr;
+        { vector = Tensor::empty({64}, DType::Float32).raw_data(); }
+        void* taken_vector = std::aligned_alloc(64, 64 * sizeof(float));
+        Tensor again_vector = Tensor::empty({64}, DType::Float32);
+        EXPECT_EQ(again_vector.raw_data(), vector);
+        EXPECT_NE(taken_vector, vector);
+        std::free(taken_vector);
     }
     set_host_cache_limit(0);  // trims everything, and keeps nothing from now on
     { Tensor t = Tensor::empty(shape, DType::Float32); }

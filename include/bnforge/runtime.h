@@ -168,10 +168,10 @@ struct DeviceTraffic {
 };
 DeviceTraffic device_traffic();
 
-// Host blocks of 1 KiB and more that tensors release are kept, up to this many
-// bytes, and reused for the next tensor of exactly the same size: a training
-// loop then stops paying, on every step, the page faults of fresh mappings
-// (large tensors) and malloc's search of its bins (small ones).
+// Host blocks that tensors release are kept, up to this many bytes, and
+// reused for the next tensor of exactly the same size: a training loop then
+// stops paying, on every step, the page faults of fresh mappings (large
+// tensors) and malloc's search of its bins (small ones).
 // Default: an eighth of physical memory, at least 1 GiB; BNFORGE_HOST_CACHE_BYTES=<bytes>
 // sets it for a process, 0 disables.
 void set_host_cache_limit(size_t bytes);
