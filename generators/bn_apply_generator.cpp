@@ -60,7 +60,8 @@ public:
         if (mask) {
             schedule_masked_rows_cpu(*y, *mask, bits, d0, d1, n, m, y->dim(0).extent(), vec);
         } else {
-            schedule_rows_cpu(*y, layout, d0, d1, n, y->dim(0).extent(), vec, static_cast<int>(channel_inputs().size()));
+            const int channel_operands = static_cast<int>(channel_inputs().size());
+            schedule_rows_cpu(*y, layout, d0, d1, n, y->dim(0).extent(), vec, channel_operands);
         }
     }
 

@@ -34,13 +34,14 @@ Expr input_grad(const Expr& g, const Expr& xmu, const Expr& k_dy, const Expr& k_
 Expr relu(const Expr& v) { return select(v < 0.0f, 0.0f, v); }
 
 MaskBits mask_bits(const Func& pre, const Var& d0, const Var& d1, const Var& m, const Expr& batch, bool predicated) {
+    // The row clamped in both forms: bounds inference does not see the predicate.
+    auto positive = [&](const Expr& row) { return pre(d0, d1, min(row, batch - 1)) > 0.0f; };
     MaskBits b;
     if (!predicated) {
         Expr byte = cast<uint8_t>(0);
         for (int k = 0; k < kMaskRows; k++) {
             Expr row = m * kMaskRows + k;
-            Expr bit = pre(d0, d1, min(row, batch - 1)) > 0.0f && row < batch;
-            byte = byte | (cast<uint8_t>(bit) << k);
+            byte = byte | (cast<uint8_t>(positive(row) && row < batch) << k);
         }
         b.func(d0, d1, m) = byte;
         return b;
@@ -49,9 +50,7 @@ MaskBits mask_bits(const Func& pre, const Var& d0, const Var& d1, const Var& m, 
     Expr row = m * kMaskRows + b.k;
     b.k.where(row < batch);
     b.func(d0, d1, m) = cast<uint8_t>(0);
-    // (Clamped anyway: bounds inference does not see the predicate.)
-    Expr positive = pre(d0, d1, min(row, batch - 1)) > 0.0f;
-    b.func(d0, d1, m) = b.func(d0, d1, m) | (cast<uint8_t>(positive) << cast<uint8_t>(b.k));
+    b.func(d0, d1, m) = b.func(d0, d1, m) | (cast<uint8_t>(positive(row)) << cast<uint8_t>(b.k));
     return b;
 }
 
