@@ -13,6 +13,7 @@
 // stay resident in the LLC would. Each (op, implementation) is checked once against the
 // float64 reference before it is timed; a failed check is reported, not timed.
 #include "bench_api.h"
+#include "cpu_caches.h"
 #include "kernels.h"
 #include "one_pass.h"
 
@@ -28,7 +29,6 @@
 #include <map>
 #include <set>
 #include <sstream>
-#include <unistd.h>
 
 namespace bench {
 namespace {
@@ -47,14 +47,11 @@ Config g_config;
 // that case is reported as skipped, with the error, and the run goes on.
 int g_failed_checks = 0;
 
-// The last-level cache the CPU reports (sysconf, as the one-pass limit reads
-// L2); 32 MiB when it reports none.
+// The last-level cache the CPU reports, as the runtime's streaming-store
+// limit reads it; 32 MiB when it reports none.
 double llc_bytes() {
-    for (int name : {_SC_LEVEL4_CACHE_SIZE, _SC_LEVEL3_CACHE_SIZE, _SC_LEVEL2_CACHE_SIZE}) {
-        const long v = sysconf(name);
-        if (v > 0) return static_cast<double>(v);
-    }
-    return 32.0 * (1 << 20);
+    const size_t llc = bnforge::detail::last_level_cache_bytes();
+    return llc > 0 ? static_cast<double>(llc) : 32.0 * (1 << 20);
 }
 
 // N = 32 batch-norm shapes of ResNet-50 (C x H x W), and one case larger than

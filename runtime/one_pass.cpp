@@ -1,6 +1,7 @@
 #include "one_pass.h"
 
 #include "byte_limit.h"
+#include "cpu_caches.h"
 #include "device.h"
 
 #include <bnforge/runtime.h>
@@ -8,7 +9,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
-#include <unistd.h>
 
 namespace bnforge {
 
@@ -17,8 +17,8 @@ namespace {
 // Half of L2 leaves room for the outputs streaming through it and for the
 // prefetchers running ahead into the next slab.
 size_t default_limit() {
-    const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
-    return (l2 > 0 ? static_cast<size_t>(l2) : size_t{1} << 20) / 2;
+    const size_t l2 = detail::cpu_cache_bytes(2);
+    return (l2 > 0 ? l2 : size_t{1} << 20) / 2;
 }
 
 size_t gpu_default_limit() { return 48 * 1024; }

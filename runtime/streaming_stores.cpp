@@ -1,11 +1,11 @@
 #include "streaming_stores.h"
 
 #include "byte_limit.h"
+#include "cpu_caches.h"
 
 #include <bnforge/runtime.h>
 
 #include <cstdint>
-#include <unistd.h>
 
 namespace bnforge {
 
@@ -14,9 +14,8 @@ namespace {
 // Half of the last-level cache: an output up to that size is likely still
 // cached when the next layer reads it, so it is written through the caches.
 size_t default_limit() {
-    long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
-    if (llc <= 0) llc = sysconf(_SC_LEVEL2_CACHE_SIZE);
-    return (llc > 0 ? static_cast<size_t>(llc) : size_t{32} << 20) / 2;
+    const size_t llc = detail::last_level_cache_bytes();
+    return (llc > 0 ? llc : size_t{32} << 20) / 2;
 }
 
 detail::ByteLimit g_limit("BNFORGE_STREAMING_STORE_BYTES", &default_limit);

@@ -15,7 +15,6 @@
 
 #include <cstring>
 #include <limits>
-#include <unistd.h>
 
 using namespace bnforge;
 using namespace testutil;
@@ -130,15 +129,5 @@ INSTANTIATE_TEST_SUITE_P(Shapes, StreamingStores,
                                            StreamCase{{2, 16, 3, 3}, Layout::NHWC, bf16, false},
                                            StreamCase{{2, 40, 5, 5}, Layout::NHWC, bf16, false}),
                          case_name);
-
-TEST(StreamingStoresLimit, DefaultIsHalfTheLastLevelCache) {
-    set_streaming_store_limit(123);
-    EXPECT_EQ(streaming_store_limit(), 123u);
-    set_streaming_store_limit(std::nullopt);
-    long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
-    if (llc <= 0) llc = sysconf(_SC_LEVEL2_CACHE_SIZE);
-    if (llc <= 0) GTEST_SKIP() << "the CPU reports no cache size";
-    EXPECT_EQ(streaming_store_limit(), static_cast<size_t>(llc) / 2);
-}
 
 }  // namespace
