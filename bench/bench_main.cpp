@@ -72,12 +72,15 @@ std::vector<Shape> shapes() {
     return all;
 }
 
-// Enough slots that a round of inputs and outputs (about 5 tensors a slot)
-// exceeds the last-level cache three times over; one in the cache regime.
+// Enough slots that the x tensors alone exceed the last-level cache three
+// times over: x is the one input every op reads, and outputs come from the
+// allocator, which may hand back the same blocks every call. (Counting five
+// tensors a slot left 32x128x28x28 float32 with two slots on a 32 MiB L3, and
+// a train forward found much of its x still cached.) One in the cache regime.
 int slots_for(const Shape& s, bnforge::DType dtype) {
     if (g_config.cache_regime) return 1;
     const double tensor = static_cast<double>(s.numel()) * bnforge::element_size(dtype);
-    return static_cast<int>(std::clamp(std::ceil(3 * llc_bytes() / (5 * tensor)), 1.0, 128.0));
+    return static_cast<int>(std::clamp(std::ceil(3 * llc_bytes() / tensor), 1.0, 256.0));
 }
 
 // One CaseData alive at a time: the largest case needs gigabytes.
