@@ -83,11 +83,16 @@ int slots_for(const Shape& s, bnforge::DType dtype) {
     return static_cast<int>(std::clamp(std::ceil(3 * llc_bytes() / tensor), 1.0, 256.0));
 }
 
+// Names a case's data: shape, layout and dtype.
+std::string data_key(const Shape& s, bnforge::Layout layout, bnforge::DType dtype) {
+    return s.str() + to_string(layout) + bnforge::to_string(dtype);
+}
+
 // One CaseData alive at a time: the largest case needs gigabytes.
 std::shared_ptr<CaseData> data_for(const Shape& s, bnforge::Layout layout, bnforge::DType dtype) {
     static std::shared_ptr<CaseData> current;
     static std::string key;
-    const std::string k = s.str() + to_string(layout) + bnforge::to_string(dtype);
+    const std::string k = data_key(s, layout, dtype);
     if (key != k) {
         current.reset();
         bnforge::empty_host_cache();
@@ -183,7 +188,7 @@ void copy_floor(benchmark::State& st, Shape shape, bnforge::Layout layout, bnfor
     };
     // Chosen once per case, so that its repetitions time the same copy.
     static std::map<std::string, bool> chosen;
-    const std::string key = shape.str() + to_string(layout) + bnforge::to_string(dtype) + std::to_string(threads);
+    const std::string key = data_key(shape, layout, dtype) + "/" + std::to_string(threads);
     if (!chosen.count(key)) {
         bool streaming = false;
 #if defined(__x86_64__)

@@ -1,44 +1,40 @@
 #include "cpu_caches.h"
 
 #include <algorithm>
-#include <array>
 #include <fstream>
 #include <unistd.h>
 
 namespace bnforge::detail {
 
-size_t sysfs_cache_bytes(const std::string& cache_dir, int level) {
+std::array<size_t, 5> sysfs_cache_sizes(const std::string& cache_dir) {
+    std::array<size_t, 5> sizes{};
     for (int index = 0;; index++) {
         const std::string dir = cache_dir + "/index" + std::to_string(index) + "/";
         std::ifstream level_file(dir + "level");
-        if (!level_file) return 0;
-        int cache_level = 0;
+        if (!level_file) return sizes;
+        int level = 0;
         std::string type;
-        level_file >> cache_level;
+        level_file >> level;
         std::ifstream(dir + "type") >> type;
-        if (cache_level != level || type == "Instruction") continue;
+        if (level < 1 || level > 4 || type == "Instruction" || sizes[level] != 0) continue;
         size_t value = 0;
         char unit = '\0';
         std::ifstream(dir + "size") >> value >> unit;
         switch (unit) {
-            case 'K': return value << 10;
-            case 'M': return value << 20;
-            case 'G': return value << 30;
-            default: return value;
+            case 'K': value <<= 10; break;
+            case 'M': value <<= 20; break;
+            case 'G': value <<= 30; break;
+            default: break;
         }
+        sizes[level] = value;
     }
 }
 
 size_t cpu_cache_bytes(int level) {
     // One source for every level: sysfs when it lists any cache, else sysconf.
     static const std::array<size_t, 5> bytes = [] {
-        std::array<size_t, 5> b{};
-        bool listed = false;
-        for (int l = 1; l <= 4; l++) {
-            b[l] = sysfs_cache_bytes("/sys/devices/system/cpu/cpu0/cache", l);
-            listed = listed || b[l] > 0;
-        }
-        if (listed) return b;
+        std::array<size_t, 5> b = sysfs_cache_sizes("/sys/devices/system/cpu/cpu0/cache");
+        if (b[1] || b[2] || b[3] || b[4]) return b;
         const int names[] = {0, _SC_LEVEL1_DCACHE_SIZE, _SC_LEVEL2_CACHE_SIZE, _SC_LEVEL3_CACHE_SIZE,
                              _SC_LEVEL4_CACHE_SIZE};
         for (int l = 1; l <= 4; l++) b[l] = static_cast<size_t>(std::max(0L, sysconf(names[l])));

@@ -9,6 +9,7 @@
 // where sysfs says nothing.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <string>
 
@@ -21,9 +22,10 @@ size_t cpu_cache_bytes(int level);
 // Bytes of the highest-level cache CPU 0 uses; 0 when none is reported.
 size_t last_level_cache_bytes();
 
-// cpu_cache_bytes() read from a sysfs-shaped directory: `cache_dir` holds
-// index0, index1, … each with `level`, `type` and `size` ("32768K"); 0 when
-// no data or unified cache of that level is listed. For the tests.
-size_t sysfs_cache_bytes(const std::string& cache_dir, int level);
+// The sizes cpu_cache_bytes() reads, from a sysfs-shaped directory in one
+// pass: `cache_dir` holds index0, index1, … each with `level`, `type` and
+// `size` ("32768K"); element `level` (1–4) is the first data or unified
+// cache of that level listed, 0 where none is. For the tests.
+std::array<size_t, 5> sysfs_cache_sizes(const std::string& cache_dir);
 
 }  // namespace bnforge::detail

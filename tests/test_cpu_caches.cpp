@@ -51,14 +51,15 @@ TEST(CpuCaches, ParsesSysfs) {
                             {2, "Unified", "2048K"},
                             {3, "Unified", "32M"}});
     const std::string root = dir.root.string();
-    EXPECT_EQ(detail::sysfs_cache_bytes(root, 1), size_t{48} << 10);  // the data cache, not the instruction one
-    EXPECT_EQ(detail::sysfs_cache_bytes(root, 2), size_t{2} << 20);
-    EXPECT_EQ(detail::sysfs_cache_bytes(root, 3), size_t{32} << 20);
-    EXPECT_EQ(detail::sysfs_cache_bytes(root, 4), 0u);
-    EXPECT_EQ(detail::sysfs_cache_bytes(root + "/absent", 1), 0u);
+    const std::array<size_t, 5> sizes = detail::sysfs_cache_sizes(root);
+    EXPECT_EQ(sizes[1], size_t{48} << 10);  // the data cache, not the instruction one
+    EXPECT_EQ(sizes[2], size_t{2} << 20);
+    EXPECT_EQ(sizes[3], size_t{32} << 20);
+    EXPECT_EQ(sizes[4], 0u);
+    EXPECT_EQ(detail::sysfs_cache_sizes(root + "/absent")[1], 0u);
 
     const FakeCacheDir instruction_only({{1, "Instruction", "32K"}});
-    EXPECT_EQ(detail::sysfs_cache_bytes(instruction_only.root.string(), 1), 0u);
+    EXPECT_EQ(detail::sysfs_cache_sizes(instruction_only.root.string())[1], 0u);
 }
 
 #if defined(__x86_64__)
@@ -86,7 +87,7 @@ size_t cpuid_cache_bytes(int level) {
 }
 
 TEST(CpuCaches, MatchCpuidDeterministicLeaves) {
-    if (detail::sysfs_cache_bytes("/sys/devices/system/cpu/cpu0/cache", 1) == 0)
+    if (detail::sysfs_cache_sizes("/sys/devices/system/cpu/cpu0/cache")[1] == 0)
         GTEST_SKIP() << "no sysfs cache description here";
     for (int level = 1; level <= 3; level++) {
         const size_t expected = cpuid_cache_bytes(level);
