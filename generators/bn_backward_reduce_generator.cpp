@@ -39,7 +39,7 @@ public:
         Expr xmu = centred(widen_to_float(at(*x, layout, s, c, n)), shift(c), offset(c));
         terms(s, c, n) = Tuple(gl, gl * xmu);
 
-        channel = channel_sums(terms, spatial_extent(*x, layout), x->dim(2).extent(), layout, manual_schedule());
+        channel = channel_sums(terms, spatial_extent(*x, layout), x->dim(2).extent(), layout, sum_lanes());
         sums(c, row) = sum_row(row, Tuple(channel.total(c)[0], channel.total(c)[1]));
         sums.bound(row, 0, bnforge::abi::kSumRows);
 

@@ -94,6 +94,14 @@ protected:
     // The manual schedules, as opposed to an autoscheduled or saved one (the
     // algorithm's chunking depends on it, see channel_sums.h).
     bool manual_schedule() const { return !this->using_autoscheduler() && !has_saved_schedule(); }
+    // The lane split of the manual schedules' NCHW channel sums (channel_sums.h):
+    // two vectors on a CPU, whose chunks are cut to whole vectors of it; 1 on a
+    // GPU, whose threads split the fused (row, position) index of any extent;
+    // 0 for an autoscheduled or saved schedule (no split).
+    int sum_lanes() const {
+        if (!manual_schedule()) return 0;
+        return this->get_target().has_gpu_feature() ? 1 : 2 * this->template natural_vector_size<float>();
+    }
 };
 
 }  // namespace bnforge_gen

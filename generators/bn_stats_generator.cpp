@@ -22,7 +22,7 @@ public:
     void configure() { x = add_input<Buffer<>>(arg::x, dtype, 3); }
 
     void generate() {
-        BatchSums stats = batch_sums(*x, spatial_extent(*x, layout), x->dim(2).extent(), layout, manual_schedule());
+        BatchSums stats = batch_sums(*x, spatial_extent(*x, layout), x->dim(2).extent(), layout, sum_lanes());
         shift = stats.shift;
         sums = stats.sums;
         moments(c, row) = moment_row(row, stats.count,

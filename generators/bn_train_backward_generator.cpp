@@ -49,7 +49,7 @@ public:
         Expr xmu_l = centred(widen_to_float(at(*x, layout, s, c, n)), shift(c), offset(c));
         terms(s, c, n) = Tuple(gl, gl * xmu_l);
         Expr spatial = spatial_extent(*x, layout), batch = x->dim(2).extent();
-        sums = channel_sums(terms, spatial, batch, layout, manual_schedule());
+        sums = channel_sums(terms, spatial, batch, layout, sum_lanes());
         (*sums_out)(ch, row) = sum_row(row, Tuple(sums.total(ch)[0], sums.total(ch)[1]));
         sums_out->bound(row, 0, bnforge::abi::kSumRows);
 

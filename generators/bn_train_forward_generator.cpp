@@ -38,7 +38,7 @@ public:
         // dimension of y, so the schedule can fuse their loops (see cpu_schedules.h).
         const Var& ch = layout == Layout::NCHW ? d1 : d0;
         BatchSums stats = batch_sums(*x, spatial_extent(*x, layout), x->dim(2).extent(), layout,
-                                     manual_schedule());  // bn_stats's
+                                     sum_lanes());  // bn_stats's
         shift = stats.shift;
         sums = stats.sums;
         const Expr count = stats.count;

@@ -5,59 +5,68 @@ namespace bnforge_gen {
 void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec, const std::optional<LoopLevel>& at) {
     const bool root = !at;
     const LoopLevel level = at ? *at : LoopLevel::root();
-    auto schedule = [&](Func& f, const RVar& r) {
+    if (layout == Layout::NCHW) {
+        // Rows cut into whole vectors of cs.lanes, all in `full` (channel_sums.h).
+        if (cs.lanes != 2 * vec || cs.tail.defined())
+            throw InternalError("NCHW channel sums cut for " + std::to_string(cs.lanes) + " lanes, scheduled for " +
+                                std::to_string(2 * vec));
+        Func& f = cs.full;
         f.compute_at(level);
-        if (layout == Layout::NCHW) {
-            RVar ro("ro"), ri("ri");
-            Var u("u");
-            f.update().split(r, ro, ri, vec * 2);
-            Func lanes = f.update().rfactor(ri, u);
-            lanes.compute_at(f, cs.k).vectorize(u);
-            lanes.update().vectorize(u);
-            // The lanes' horizontal sum in two steps (4 vector adds of 8 lanes,
-            // then 8 scalar adds) rather than a chain of 2·vec scalar adds: at
-            // short rows (7x7, 14x14) that chain cost as much as the loads.
-            RVar qo("qo"), qi("qi");
-            Var v("v");
-            f.update().split(ri, qo, qi, 8);
-            Func eighths = f.update().rfactor(qi, v);
-            eighths.compute_at(f, cs.k).vectorize(v);
-            eighths.update().vectorize(v);
-            // A group can be the whole batch (rows of 49 at 7x7), so the tasks
-            // run over (channel, group) pairs: each takes consecutive channels
-            // of one group, ~16K values, which are contiguous rows in memory.
-            if (root) {
-                Var cg("cg"), task("task"), pairs("pairs");
-                f.update()
-                    .fuse(cs.c, cs.g, cg)
-                    .split(cg, task, pairs, cs.pairs_per_task, TailStrategy::GuardWithIf)
-                    .parallel(task);
-            }
-        } else {
-            // Channels innermost in the chunk-sum buffer too, so its vectors are dense.
-            f.reorder_storage(cs.c, cs.k, cs.g).vectorize(cs.c, vec, TailStrategy::GuardWithIf);
-            // A block of four vectors of channels runs the whole chunk, so its
-            // accumulators are loop-invariant and live in registers; with
-            // channels innermost each position loaded and stored every one.
-            Var co("co"), ci("ci");
+        Var u("u"), v("v");
+        Func lanes = f.update().rfactor(cs.r_full, u);
+        // A vector's room whatever the row length (a constant size: on the stack).
+        lanes.bound_extent(u, cs.lanes);
+        lanes.compute_at(f, cs.k).vectorize(u, cs.lanes, TailStrategy::GuardWithIf);
+        lanes.update().vectorize(u, cs.lanes, TailStrategy::GuardWithIf);
+        // The lanes' horizontal sum in two steps (4 vector adds of 8 lanes,
+        // then 8 scalar adds) rather than a chain of 2·vec scalar adds: at
+        // short rows (7x7, 14x14) that chain cost as much as the loads.
+        RVar qo("qo"), qi("qi");
+        f.update().split(cs.r_full, qo, qi, 8);
+        Func eighths = f.update().rfactor(qi, v);
+        eighths.compute_at(f, cs.k).vectorize(v);
+        eighths.update().vectorize(v);
+        // Rows of a vector or more use every lane: no predicate, which on
+        // shorter rows stores the lanes' partial sums with masked stores that
+        // the next loads cannot forward from.
+        lanes.specialize(cs.long_rows);
+        lanes.update().specialize(cs.long_rows);
+        eighths.update().specialize(cs.long_rows);
+        // A group can be the whole batch (rows of 49 at 7x7), so the tasks
+        // run over (channel, group) pairs: each takes consecutive channels
+        // of one group, ~16K values, which are contiguous rows in memory.
+        if (root) {
+            Var cg("cg"), task("task"), pairs("pairs");
             f.update()
-                .split(cs.c, co, ci, vec * 4, TailStrategy::GuardWithIf)
-                .reorder(ci, r, co, cs.k, cs.g)
-                .vectorize(ci);
-            if (root) f.update().parallel(cs.g);
+                .fuse(cs.c, cs.g, cg)
+                .split(cg, task, pairs, cs.pairs_per_task, TailStrategy::GuardWithIf)
+                .parallel(task);
         }
-    };
-    schedule(cs.full, cs.r_full);
-    schedule(cs.tail, cs.r_tail);
-    cs.total.compute_at(level);
-    if (layout != Layout::NCHW) {
-        // Channels are dense in the chunk sums: the float64 combine runs
-        // across channel lanes, each channel's additions in the same order.
-        // (Scalar, it was a serial C·N·chunks loop after the parallel sums.)
-        cs.total.vectorize(cs.c, vec, TailStrategy::GuardWithIf);
-        for (int u = 0; u < cs.total.num_update_definitions(); u++)
-            cs.total.update(u).vectorize(cs.c, vec, TailStrategy::GuardWithIf);
+        cs.total.compute_at(level);
+        return;
     }
+    for (Func* f : {&cs.full, &cs.tail}) {
+        f->compute_at(level);
+        // Channels innermost in the chunk-sum buffer too, so its vectors are dense.
+        f->reorder_storage(cs.c, cs.k, cs.g).vectorize(cs.c, vec, TailStrategy::GuardWithIf);
+        // A block of four vectors of channels runs the whole chunk, so its
+        // accumulators are loop-invariant and live in registers; with
+        // channels innermost each position loaded and stored every one.
+        Var co("co"), ci("ci");
+        const RVar& r = f == &cs.full ? cs.r_full : cs.r_tail;
+        f->update()
+            .split(cs.c, co, ci, vec * 4, TailStrategy::GuardWithIf)
+            .reorder(ci, r, co, cs.k, cs.g)
+            .vectorize(ci);
+        if (root) f->update().parallel(cs.g);
+    }
+    cs.total.compute_at(level);
+    // Channels are dense in the chunk sums: the float64 combine runs
+    // across channel lanes, each channel's additions in the same order.
+    // (Scalar, it was a serial C·N·chunks loop after the parallel sums.)
+    cs.total.vectorize(cs.c, vec, TailStrategy::GuardWithIf);
+    for (int u = 0; u < cs.total.num_update_definitions(); u++)
+        cs.total.update(u).vectorize(cs.c, vec, TailStrategy::GuardWithIf);
 }
 
 TaskRows split_rows_into_tasks(Func f, const Var& d0, const Var& d1, const Var& outer, const Expr& rows_per_task,

@@ -4,6 +4,9 @@
 
 #include "test_util.h"
 
+#include <limits>
+#include <string>
+
 using namespace bnforge;
 using namespace testutil;
 
@@ -60,6 +63,39 @@ TEST(Numerics, TenMillionValuesPerChannel) {
     EXPECT_LE(ref::rel_error(values(dx), g.dx), 1e-5);
     EXPECT_LE(ref::rel_error(values(bn.weight_grad()), g.dweight), 1e-5);
     EXPECT_LE(ref::rel_error(values(bn.bias_grad()), g.dbias), 1e-5);
+}
+
+// The NCHW statistics cut each row into whole vectors (the last one overlapping
+// the one before, its repeated lanes masked), chunks of up to 2048 values and
+// groups of short rows: every value must be summed exactly once at row lengths
+// just below, at and above a vector (32 lanes with AVX-512, 16 with AVX2) and
+// a chunk, with a last group of fewer rows (43 rows, 41 to a group at 7x7),
+// in one pass and in two.
+TEST(Numerics, EveryValueSummedOnceAtVectorAndChunkEdges) {
+    for (int64_t s : {7, 15, 16, 17, 31, 32, 33, 49, 64, 65, 196, 2047, 2048, 2049, 4160}) {
+        const std::vector<int64_t> shape{43, 3, 1, s};
+        const ref::Shape sh = ref_shape(shape);
+        std::mt19937 rng(static_cast<unsigned>(s));
+        const std::vector<double> xv = rounded(random_batch(rng, sh), shape, DType::Float32);
+        const std::vector<double> dyv = rounded(random_batch(rng, sh, 0.3, 1.0), shape, DType::Float32);
+        const auto f = ref::forward(xv, sh, {1, 1, 1}, {0, 0, 0}, true, {}, {}, 1e-5);
+        const auto g = ref::backward(xv, dyv, f.y, sh, {1, 1, 1}, f, true, 1e-5, false);
+        for (size_t limit : {size_t{0}, std::numeric_limits<size_t>::max()}) {
+            SCOPED_TRACE("row of " + std::to_string(s) + (limit ? ", one pass allowed" : ", two passes"));
+            set_one_pass_limit(limit);
+            BatchNorm2d bn(BatchNormOptions::pytorch(3));
+            const Tensor y = bn.forward(tensor_from(xv, shape));
+            std::vector<double> rm(3);
+            for (int c = 0; c < 3; c++) rm[c] = 0.1 * f.batch_mean[c];
+            EXPECT_LE(ref::rel_error(values(bn.running_mean()), rm), 1e-5);
+            EXPECT_LE(ref::rel_error(values(y), f.y), 1e-5);
+            const Tensor dx = bn.backward(tensor_from(dyv, shape));
+            EXPECT_LE(ref::rel_error(values(dx), g.dx), 1e-5);
+            EXPECT_LE(ref::rel_error(values(bn.weight_grad()), g.dweight), 1e-5);
+            EXPECT_LE(ref::rel_error(values(bn.bias_grad()), g.dbias), 1e-5);
+        }
+        set_one_pass_limit(std::nullopt);
+    }
 }
 
 TEST(Numerics, HalfAndBFloat16WithinTheirRounding) {
