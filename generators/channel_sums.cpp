@@ -50,9 +50,9 @@ ChannelSums vector_channel_sums(const Func& terms, const Expr& spatial, const Ex
     r.where(vector < vectors);
     Expr row = group_row(cs, r, r.z, rows_per_group, batch);
     // Only the last vector starts before vector·lanes and masks lanes; `likely`
-    // has Halide peel it off the loop, so the others carry no mask (a blend
-    // per vector measured ~5% at 14x14 in the DRAM regime). The clamp shows
-    // bounds inference every load inside the row.
+    // lets Halide peel it off the loop (the schedule insists), so the others
+    // carry no mask (a blend per vector measured ~5% at 14x14 in the DRAM
+    // regime). The clamp shows bounds inference every load inside the row.
     Expr inner = likely(vector < vectors - 1);
     Expr start = min(vector * lanes, spatial - lanes);
     Expr position = select(inner, start, spatial - lanes) + r.x;
@@ -60,6 +60,7 @@ ChannelSums vector_channel_sums(const Func& terms, const Expr& spatial, const Ex
     Expr kept = inner || position >= vector * lanes;
     define_chunk_sums(cs, cs.full, "chunk_sums", Tuple(select(kept, t[0], 0.0f), select(kept, t[1], 0.0f)));
     cs.r_full = r.x;
+    cs.vectors_full = r.y;
     cs.rows_full = r.z;
 
     RDom kg(0, chunks, 0, groups, "kg");

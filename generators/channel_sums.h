@@ -41,6 +41,9 @@ struct ChannelSums {
     // With grouped rows (the manual NCHW schedules), the RVars over a group's
     // rows (outside r_full / r_tail); undefined otherwise.
     std::optional<RVar> rows_full, rows_tail;
+    // With lanes: a row's vectors in a chunk (between r_full and rows_full),
+    // the last of which masks lanes and is peeled off the loop.
+    std::optional<RVar> vectors_full;
     Expr pairs_per_task;  // (channel, group) pairs per parallel task of a root schedule
     int lanes = 0;        // with lanes: the vector width rows are cut into
     Expr long_rows;       // with lanes: rows at least a vector long, so every lane is in use

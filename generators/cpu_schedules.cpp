@@ -14,8 +14,10 @@ void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec, const st
         f.compute_at(level);
         Var u("u"), v("v");
         Func lanes = f.update().rfactor(cs.r_full, u);
-        // A vector's room whatever the row length (a constant size: on the stack).
-        lanes.bound_extent(u, cs.lanes);
+        // A vector's room whatever the row length, so it lives on the stack;
+        // only the storage (bound_extent would also compute the lanes past a
+        // short row, reading past the tensor: fuzz.strided found it).
+        lanes.bound_storage(u, cs.lanes);
         lanes.compute_at(f, cs.k).vectorize(u, cs.lanes, TailStrategy::GuardWithIf);
         lanes.update().vectorize(u, cs.lanes, TailStrategy::GuardWithIf);
         // The lanes' horizontal sum in two steps (4 vector adds of 8 lanes,
@@ -30,7 +32,9 @@ void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec, const st
         // shorter rows stores the lanes' partial sums with masked stores that
         // the next loads cannot forward from.
         lanes.specialize(cs.long_rows);
-        lanes.update().specialize(cs.long_rows);
+        // Peeling the last vector is up to Halide's loop partitioning, which
+        // skipped it inside the one-pass kernels' partitioned channel loop.
+        lanes.update().specialize(cs.long_rows).partition(*cs.vectors_full, Partition::Always);
         eighths.update().specialize(cs.long_rows);
         // A group can be the whole batch (rows of 49 at 7x7), so the tasks
         // run over (channel, group) pairs: each takes consecutive channels
