@@ -52,7 +52,9 @@ ChannelSums vector_channel_sums(const Func& terms, const Expr& spatial, const Ex
     // Only the last vector starts before vector·lanes and masks lanes; `likely`
     // lets Halide peel it off the loop (the schedule insists), so the others
     // carry no mask (a blend per vector measured ~5% at 14x14 in the DRAM
-    // regime). The clamp shows bounds inference every load inside the row.
+    // regime). The clamp shows bounds inference every load inside the row;
+    // the select repeats it for the last vector because Halide partitions on
+    // a likely select, not on the `||` below (without it: no partition).
     Expr inner = likely(vector < vectors - 1);
     Expr start = min(vector * lanes, spatial - lanes);
     Expr position = select(inner, start, spatial - lanes) + r.x;

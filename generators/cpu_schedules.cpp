@@ -14,9 +14,9 @@ void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec, const st
         f.compute_at(level);
         Var u("u"), v("v");
         Func lanes = f.update().rfactor(cs.r_full, u);
-        // A vector's room whatever the row length, so it lives on the stack;
-        // only the storage (bound_extent would also compute the lanes past a
-        // short row, reading past the tensor: fuzz.strided found it).
+        // A vector's room whatever the row length, so it lives on the stack.
+        // The storage only: bound_extent would also compute the lanes past a
+        // short row, reading past the tensor.
         lanes.bound_storage(u, cs.lanes);
         lanes.compute_at(f, cs.k).vectorize(u, cs.lanes, TailStrategy::GuardWithIf);
         lanes.update().vectorize(u, cs.lanes, TailStrategy::GuardWithIf);
