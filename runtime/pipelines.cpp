@@ -5,6 +5,7 @@
 #include "streaming_stores.h"
 
 #include <string>
+#include <vector>
 
 namespace bnforge::detail {
 
@@ -54,7 +55,18 @@ struct MaskView {
 halide_buffer_t* buffer(const BatchView& v) { return const_cast<halide_buffer_t*>(&v.buf); }
 halide_buffer_t* buffer(const BatchView* v) { return v ? buffer(*v) : nullptr; }
 
-Tensor channel_vector(int64_t channels, DType dtype, Device device) { return Tensor::empty({channels}, dtype, device); }
+// Several new C-vectors as rows of one allocation: one trip through the
+// block cache instead of one each, a visible part of a small call. (Each on
+// its own on OpenCL, whose buffers cannot be offset.)
+void channel_vectors(int64_t channels, DType dtype, Device device, std::initializer_list<Tensor*> out) {
+    if (device.kind == Device::Kind::OpenCL) {
+        for (Tensor* t : out) *t = Tensor::empty({channels}, dtype, device);
+        return;
+    }
+    const Tensor rows = Tensor::empty({static_cast<int64_t>(out.size()), channels}, dtype, device);
+    int64_t row = 0;
+    for (Tensor* t : out) *t = rows.select(0, row++);
+}
 
 Fusion fusion_of(functional::Activation activation, bool has_addend) {
     return activation == functional::Activation::Identity ? Fusion::none
@@ -66,14 +78,33 @@ Fusion fusion_of(functional::Activation activation, bool has_addend) {
 std::string updated_name(const char* name) { return std::string(name) + abi::kUpdatedSuffix; }
 
 // The forward_finalize variant for these options: generators/CMakeLists.txt's
-// VARIANTS labels, <statistics>[_<update>][_nbt][_affine].
-std::string finalize_variant(bool batch, const functional::RunningUpdate* update, bool affine) {
-    std::string v = batch ? "batch" : "running";
-    if (update) {
-        v += update->factor ? "_momentum" : "_cumulative";
-        if (update->num_batches_tracked.defined()) v += "_nbt";
-    }
-    return affine ? v + "_affine" : v;
+// VARIANTS labels, <statistics>[_<update>][_nbt][_affine]. (Spelled once per
+// combination: most are past std::string's inline capacity, and each call
+// would allocate its name.)
+const std::string& finalize_variant(bool batch, const functional::RunningUpdate* update, bool affine) {
+    static const std::vector<std::string> names = [] {
+        std::vector<std::string> out;
+        for (const char* statistics : {"running", "batch"})
+            for (const char* u : {"", "_momentum", "_cumulative"})
+                for (const char* nbt : {"", "_nbt"})
+                    for (const char* a : {"", "_affine"}) out.push_back(std::string(statistics) + u + nbt + a);
+        return out;
+    }();
+    const int u = !update ? 0 : update->factor ? 1 : 2;
+    const int nbt = update && update->num_batches_tracked.defined() ? 1 : 0;
+    return names[static_cast<size_t>(((batch ? 1 : 0) * 3 + u) * 4 + nbt * 2 + (affine ? 1 : 0))];
+}
+
+// The backward_finalize variant: <statistics>[_affine][_grads].
+const std::string& backward_finalize_variant(bool batch, bool affine, bool grads) {
+    static const std::vector<std::string> names = [] {
+        std::vector<std::string> out;
+        for (const char* statistics : {"running", "batch"})
+            for (const char* a : {"", "_affine"})
+                for (const char* g : {"", "_grads"}) out.push_back(std::string(statistics) + a + g);
+        return out;
+    }();
+    return names[static_cast<size_t>((batch ? 1 : 0) * 4 + (affine ? 1 : 0) * 2 + (grads ? 1 : 0))];
 }
 
 }  // namespace
@@ -93,12 +124,8 @@ ApplyConstants call_forward_finalize(const ForwardFinalizeArgs& a, int64_t chann
     const functional::RunningUpdate* u = a.update;
     BNF_ASSERT(batch || !u, "a running-statistics update from batch statistics");
     ApplyConstants k;
-    k.shift = channel_vector(channels, DType::Float32, device);
-    k.offset = channel_vector(channels, DType::Float32, device);
-    k.scale = channel_vector(channels, DType::Float32, device);
-    k.beta = channel_vector(channels, DType::Float32, device);
-    k.saved_mean = channel_vector(channels, DType::Float64, device);
-    k.saved_invstd = channel_vector(channels, DType::Float64, device);
+    channel_vectors(channels, DType::Float32, device, {&k.shift, &k.offset, &k.scale, &k.beta});
+    channel_vectors(channels, DType::Float64, device, {&k.saved_mean, &k.saved_invstd});
 
     std::optional<ChannelView> moments, rm, rv, nbt, w, b;
     if (batch) moments.emplace(a.moments->rows, 2);
@@ -202,9 +229,7 @@ GradCoefficients call_backward_finalize(const SavedContext& saved, const Tensor&
     const Device device = sums.device();
     const int64_t channels = sums.shape()[1];
     GradCoefficients k;
-    k.k_dy = channel_vector(channels, DType::Float32, device);
-    k.k_xmu = channel_vector(channels, DType::Float32, device);
-    k.k_bias = channel_vector(channels, DType::Float32, device);
+    channel_vectors(channels, DType::Float32, device, {&k.k_dy, &k.k_xmu, &k.k_bias});
     const bool affine = weight.defined();
     if (grads && !grads->weight_grad.defined()) grads = nullptr;  // none wanted (frozen)
     BNF_ASSERT(!grads || affine, "parameter gradients of an affine module");
@@ -218,9 +243,7 @@ GradCoefficients call_backward_finalize(const SavedContext& saved, const Tensor&
     }
     halide_scalar_value_t count;
     count.u.f64 = static_cast<double>(saved.count);
-    std::string variant = saved.batch_statistics ? "batch" : "running";
-    if (affine) variant += "_affine";
-    if (grads) variant += "_grads";
+    const std::string& variant = backward_finalize_variant(saved.batch_statistics, affine, grads != nullptr);
     static const std::string gw_out = updated_name(arg::weight_grad), gb_out = updated_name(arg::bias_grad);
     invoke(find_channel_kernel(Pipeline::backward_finalize, device, variant),
            {{arg::sums, &s.buf},

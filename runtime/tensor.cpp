@@ -524,6 +524,26 @@ int64_t Tensor::numel() const {
 
 bool Tensor::is_contiguous() const { return defined() && dense_in(shape_, strides_, layout_); }
 
+Tensor Tensor::select(int64_t d, int64_t index) const {
+    check_defined(defined(), "Tensor::select");
+    const int64_t rank = dim();
+    if (d < -rank || d >= rank)
+        fail("Tensor::select: dim " + std::to_string(d) + " is out of range for a tensor of rank " +
+             std::to_string(rank) + " (expected " + std::to_string(-rank) + " <= dim < " + std::to_string(rank) + ")");
+    const auto k = static_cast<size_t>(d < 0 ? d + rank : d);
+    if (index < -shape_[k] || index >= shape_[k])
+        fail("Tensor::select: index " + std::to_string(index) + " is out of range for dim " + std::to_string(d) +
+             " of size " + std::to_string(shape_[k]));
+    if (device_.kind == Device::Kind::OpenCL) fail("Tensor::select: not supported for OpenCL tensors");
+    if (index < 0) index += shape_[k];
+    Tensor view = *this;
+    view.data_ = static_cast<char*>(data_) + index * strides_[k] * static_cast<int64_t>(element_size(dtype_));
+    view.shape_.erase(view.shape_.begin() + static_cast<std::ptrdiff_t>(k));
+    view.strides_.erase(view.strides_.begin() + static_cast<std::ptrdiff_t>(k));
+    view.layout_ = infer_layout(view.shape_, view.strides_);
+    return view;
+}
+
 void Tensor::check_dtype(DType requested) const {
     const std::string who = std::string("Tensor::data<") + to_string(requested) + ">";
     check_defined(defined(), who.c_str());

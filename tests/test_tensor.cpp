@@ -335,6 +335,30 @@ TEST(Tensor, SizeAcceptsNegativeDims) {
     EXPECT_ERROR_CONTAINS(Tensor::empty({}, DType::Float32).size(0), "rank 0");
 }
 
+TEST(Tensor, SelectIsAViewOneRankLower) {
+    Tensor t = Tensor::empty({2, 3, 4, 5}, DType::Float32, Device::cpu(), Layout::NHWC);
+    for (int64_t i = 0; i < t.numel(); i++) t.data<float>()[i] = static_cast<float>(i) * 0.5f + 1.0f;
+    Tensor c = t.select(1, 2);  // (N, H, W) at channel 2: stride C along W
+    EXPECT_EQ(c.shape(), (std::vector<int64_t>{2, 4, 5}));
+    EXPECT_EQ(c.strides(), (std::vector<int64_t>{60, 15, 3}));
+    EXPECT_TRUE(c.same_storage(t));
+    for (int64_t n = 0; n < 2; n++)
+        for (int64_t h = 0; h < 4; h++)
+            for (int64_t w = 0; w < 5; w++) EXPECT_EQ(c.item({n, h, w}), t.item({n, 2, h, w}));
+    c.set_item({1, 3, 4}, -7.0);
+    EXPECT_EQ(t.item({1, 2, 3, 4}), -7.0);
+    // Negative dims and indices count from the end; the view outlives the original handle.
+    Tensor last = t.select(-4, -1).select(0, -1);
+    t = Tensor();
+    EXPECT_EQ(last.shape(), (std::vector<int64_t>{4, 5}));
+    EXPECT_EQ(last.item({3, 4}), -7.0);
+    EXPECT_EQ(last.select(1, 4).select(0, 3).dim(), 0);
+    EXPECT_ERROR_CONTAINS(last.select(2, 0), "Tensor::select: dim 2 is out of range for a tensor of rank 2");
+    EXPECT_ERROR_CONTAINS(last.select(0, 4), "Tensor::select: index 4 is out of range for dim 0 of size 4");
+    EXPECT_ERROR_CONTAINS(last.select(1, -6), "index -6 is out of range");
+    EXPECT_ERROR_CONTAINS(Tensor().select(0, 0), "Tensor::select: tensor is undefined");
+}
+
 TEST(Tensor, DataChecksDtype) {
     Tensor t = Tensor::empty({3}, DType::Float32);
     EXPECT_EQ(t.data<float>(), t.raw_data());

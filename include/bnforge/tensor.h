@@ -52,6 +52,10 @@ public:
     size_t nbytes() const { return static_cast<size_t>(numel()) * element_size(dtype_); }
     // Dense (no gaps, no overlap) in its layout's dimension order.
     bool is_contiguous() const;
+    // The slice at `index` of dimension `dim`, one rank lower, sharing this
+    // storage (as torch::Tensor::select). Not for OpenCL buffers, which
+    // have no addresses to offset.
+    Tensor select(int64_t dim, int64_t index) const;
 
     // Copies between devices are explicit: to(), copy_() — kernels never move
     // a tensor between host and device behind the caller's back. On a GPU
