@@ -178,7 +178,8 @@ void call_apply(const BatchView& x, const BatchView* addend, const ApplyConstant
     if (mask) mv.emplace(*mask);
     const Fusion fusion = !mask ? Fusion::none : addend ? Fusion::add_relu : Fusion::relu;
     const Device device = k.shift.device();
-    const KernelEntry* streaming = streaming_kernel_for(y, Pipeline::apply, device, fusion);
+    const KernelEntry* streaming =
+        streaming_kernel_for(y, Pipeline::apply, device, fusion, nullptr, mv ? &mv->buf : nullptr);
     invoke(streaming ? *streaming : find_kernel(Pipeline::apply, device, x.dtype, x.kernel_layout, fusion),
            {{arg::x, buffer(x)},
             {arg::addend, buffer(addend)},
@@ -270,7 +271,7 @@ void call_backward_apply(const BatchView& x, const BatchView& dy, const Tensor* 
     if (mask) mv.emplace(*mask);
     const Fusion fusion = fusion_of(saved.activation, saved.has_addend);
     const Device device = k.k_dy.device();
-    const KernelEntry* streaming = streaming_kernel_for(dx, Pipeline::backward_apply, device, fusion);
+    const KernelEntry* streaming = streaming_kernel_for(dx, Pipeline::backward_apply, device, fusion, buffer(daddend));
     invoke(streaming ? *streaming : find_kernel(Pipeline::backward_apply, device, x.dtype, x.kernel_layout, fusion),
            {{arg::x, buffer(x)},
             {arg::dy, buffer(dy)},

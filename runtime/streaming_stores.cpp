@@ -31,24 +31,29 @@ namespace {
 
 constexpr int64_t kLineBytes = 64;
 
-// Every row of `out` starts on a cache line (the kernels' vector loops then
-// store whole aligned vectors from each row's start; tails are masked stores).
-bool rows_line_aligned(const BatchView& out) {
-    if (reinterpret_cast<uintptr_t>(out.buf.host) % kLineBytes != 0) return false;
-    const int64_t bytes = out.buf.type.bytes();
-    for (int d = 1; d < 3; d++) {
-        if (out.dims[d].extent > 1 && (out.dims[d].stride * bytes) % kLineBytes != 0) return false;
+// Every row of `b` starts on an `alignment`-byte boundary (the kernels' vector
+// loops then store whole aligned vectors from each row's start; tails are
+// masked stores).
+bool rows_aligned(const halide_buffer_t& b, int64_t alignment) {
+    if (reinterpret_cast<uintptr_t>(b.host) % static_cast<uintptr_t>(alignment) != 0) return false;
+    const int64_t bytes = b.type.bytes();
+    for (int d = 1; d < b.dimensions; d++) {
+        if (b.dim[d].extent > 1 && (b.dim[d].stride * bytes) % alignment != 0) return false;
     }
-    return out.dims[0].stride == 1;
+    return b.dim[0].stride == 1;
 }
 
 }  // namespace
 
-const KernelEntry* streaming_kernel_for(const BatchView& out, Pipeline pipeline, Device device, Fusion fusion) {
+const KernelEntry* streaming_kernel_for(const BatchView& out, Pipeline pipeline, Device device, Fusion fusion,
+                                        const halide_buffer_t* second, const halide_buffer_t* mask) {
     if (!device.is_cpu() || selected_kernel_schedule() != "manual") return nullptr;
     const size_t bytes = static_cast<size_t>(out.dims[0].extent) * out.dims[1].extent * out.dims[2].extent *
                          out.buf.type.bytes();
-    if (bytes < streaming_store_limit() || !rows_line_aligned(out)) return nullptr;
+    if (bytes < streaming_store_limit() || !rows_aligned(out.buf, kLineBytes)) return nullptr;
+    if (second && !rows_aligned(*second, kLineBytes)) return nullptr;
+    // Mask vectors are stored 16 bytes at a time at most (AVX-512's 16 lanes).
+    if (mask && !rows_aligned(*mask, 16)) return nullptr;
     return find_streaming_kernel(pipeline, out.dtype, out.kernel_layout, fusion);
 }
 

@@ -15,7 +15,11 @@ namespace bnforge::detail {
 
 // The streaming variant of a CPU kernel for `out` when one was built, `out`
 // has at least streaming_store_limit() bytes and every row of it starts on a
-// 64-byte boundary; else nullptr (call the ordinary kernel).
-const KernelEntry* streaming_kernel_for(const BatchView& out, Pipeline pipeline, Device device, Fusion fusion);
+// 64-byte boundary; else nullptr (call the ordinary kernel). A fused kernel
+// streams its other outputs too: `second` (backward's daddend, rows on 64
+// bytes as well) and the ReLU `mask` (rows on 16 bytes).
+const KernelEntry* streaming_kernel_for(const BatchView& out, Pipeline pipeline, Device device, Fusion fusion,
+                                        const halide_buffer_t* second = nullptr,
+                                        const halide_buffer_t* mask = nullptr);
 
 }  // namespace bnforge::detail

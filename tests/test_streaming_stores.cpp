@@ -1,7 +1,7 @@
 // The kernels that write with streaming stores (<library>_streaming, built by
 // cmake/streaming_stores.py on x86, float32) against the ordinary ones: the
-// same bits in eval forward, training forward (two passes) and backward, both
-// layouts, and the float64 reference. They run only where every output row
+// same bits in eval forward, training forward (two passes) and backward, with
+// and without the ReLU/add fusions, both layouts, and the float64 reference. They run only where every output row
 // starts on a 64-byte boundary — a non-temporal store elsewhere faults — so
 // shapes whose rows do not, and bfloat16 (no streaming variant: it measured
 // no faster, bench/analysis.md), must take the ordinary kernels. ctest also
@@ -102,6 +102,63 @@ TEST_P(StreamingStores, SameBitsAsTheOrdinaryKernels) {
     EXPECT_LE(ref::rel_error(values(streamed.eval_y), eval.y), tol);
     EXPECT_LE(ref::rel_error(values(streamed.train_y), train.y), tol);
     EXPECT_LE(ref::rel_error(values(streamed.dx), grads.dx), 10 * tol);
+}
+
+// The fused kernels stream every output: y and the ReLU mask forward, dx and
+// daddend backward (which reads the mask). Training forward with an addend,
+// and with ReLU alone, then the fused backward; same bits, same masks.
+TEST_P(StreamingStores, FusionsSameBitsAsTheOrdinaryKernels) {
+    const StreamCase& tc = GetParam();
+    std::mt19937 rng(11 + tc.shape[1]);
+    const ref::Shape sh = ref_shape(tc.shape);
+    const auto xv = rounded(random_batch(rng, sh), tc.shape, tc.dtype);
+    const auto av = rounded(random_batch(rng, sh, 0.5, 1.0), tc.shape, tc.dtype);
+    const auto dyv = rounded(random_batch(rng, sh, 0.3, 1.0), tc.shape, tc.dtype);
+    const Tensor x = tensor_from(xv, tc.shape, tc.dtype, tc.layout), addend = tensor_from(av, tc.shape, tc.dtype, tc.layout);
+    const Tensor dy = tensor_from(dyv, tc.shape, tc.dtype, tc.layout);
+    const auto wv = random_vector(rng, sh.c, 1.0, 0.5), bv = random_vector(rng, sh.c, 0.0, 0.5);
+    const Tensor w = channel_tensor(wv), b = channel_tensor(bv);
+    using functional::Activation;
+
+    struct Fused {
+        Tensor relu_y, relu_mask, y, mask, dx, daddend;
+        std::vector<std::string> kernels;  // relu forward's apply, fused forward's, fused backward's
+    };
+    auto run = [&](size_t limit) {
+        set_streaming_store_limit(limit);
+        Fused r;
+        const auto relu = functional::batch_norm_forward(x, Tensor(), Tensor(), w, b, true, 1e-5, Activation::Relu);
+        r.kernels.push_back(detail::last_invoked_kernel()->name);
+        const auto fused =
+            functional::batch_norm_forward(x, Tensor(), Tensor(), w, b, true, 1e-5, Activation::Relu, &addend);
+        r.kernels.push_back(detail::last_invoked_kernel()->name);
+        const auto grads = functional::batch_norm_backward(dy, fused.result.saved, w);
+        r.kernels.push_back(detail::last_invoked_kernel()->name);
+        r.relu_y = relu.result.y, r.relu_mask = relu.result.saved.mask;
+        r.y = fused.result.y, r.mask = fused.result.saved.mask;
+        r.dx = grads.input.dx, r.daddend = grads.input.daddend;
+        return r;
+    };
+    const Fused streamed = run(0), ordinary = run(std::numeric_limits<size_t>::max());
+
+    const bool streams = tc.rows_aligned && streaming_kernels_built(tc.dtype);
+    for (const std::string& name : streamed.kernels) EXPECT_EQ(name.find("_streaming") != std::string::npos, streams) << name;
+    for (const std::string& name : ordinary.kernels) EXPECT_EQ(name.find("_streaming"), std::string::npos) << name;
+    EXPECT_TRUE(same_bytes(streamed.relu_y, ordinary.relu_y));
+    EXPECT_TRUE(same_bytes(streamed.relu_mask, ordinary.relu_mask));
+    EXPECT_TRUE(same_bytes(streamed.y, ordinary.y));
+    EXPECT_TRUE(same_bytes(streamed.mask, ordinary.mask));
+    EXPECT_TRUE(same_bytes(streamed.dx, ordinary.dx));
+    EXPECT_TRUE(same_bytes(streamed.daddend, ordinary.daddend));
+
+    const auto relu = ref::forward(xv, sh, wv, bv, true, {}, {}, 1e-5, true);
+    const auto fused = ref::forward(xv, sh, wv, bv, true, {}, {}, 1e-5, true, &av);
+    const auto grads = ref::backward(xv, dyv, fused.y, sh, wv, fused, true, 1e-5, true);
+    const double tol = dtype_tolerance(tc.dtype);
+    EXPECT_LE(ref::rel_error(values(streamed.relu_y), relu.y), tol);
+    EXPECT_LE(ref::rel_error(values(streamed.y), fused.y), tol);
+    EXPECT_LE(ref::rel_error(values(streamed.dx), grads.dx), 10 * tol);
+    EXPECT_LE(ref::rel_error(values(streamed.daddend), grads.daddend), tol);
 }
 
 // NCHW rows are H·W values, NHWC rows C values: 64 bytes are 16 floats or 32 bfloat16.
