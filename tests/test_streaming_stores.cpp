@@ -38,6 +38,18 @@ bool same_bytes(const Tensor& a, const Tensor& b) {
     return a.nbytes() == b.nbytes() && std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0;
 }
 
+// A random batch input, rounded to the case's dtype: the float64 values and the tensor.
+struct BatchInput {
+    std::vector<double> values;
+    Tensor tensor;
+};
+
+BatchInput batch_input(std::mt19937& rng, const StreamCase& tc, double mean_scale = 2.0, double std_base = 0.5) {
+    std::vector<double> v = rounded(random_batch(rng, ref_shape(tc.shape), mean_scale, std_base), tc.shape, tc.dtype);
+    Tensor t = tensor_from(v, tc.shape, tc.dtype, tc.layout);
+    return {std::move(v), std::move(t)};
+}
+
 bool streaming_kernels_built(DType dtype) {
     return detail::find_streaming_kernel(detail::Pipeline::apply, dtype, Layout::NCHW, detail::Fusion::none) != nullptr;
 }
@@ -61,10 +73,9 @@ TEST_P(StreamingStores, SameBitsAsTheOrdinaryKernels) {
     const StreamCase& tc = GetParam();
     std::mt19937 rng(7 + tc.shape[1]);
     const ref::Shape sh = ref_shape(tc.shape);
-    const auto xv = rounded(random_batch(rng, sh), tc.shape, tc.dtype);
-    const auto dyv = rounded(random_batch(rng, sh, 0.3, 1.0), tc.shape, tc.dtype);
-    const Tensor x = tensor_from(xv, tc.shape, tc.dtype, tc.layout);
-    const Tensor dy = tensor_from(dyv, tc.shape, tc.dtype, tc.layout);
+    const BatchInput xin = batch_input(rng, tc), dyin = batch_input(rng, tc, 0.3, 1.0);
+    const std::vector<double>&xv = xin.values, &dyv = dyin.values;
+    const Tensor &x = xin.tensor, &dy = dyin.tensor;
     const auto wv = random_vector(rng, sh.c, 1.0, 0.5), bv = random_vector(rng, sh.c, 0.0, 0.5);
     const auto rmv = random_vector(rng, sh.c, 0.5, 0.5), rvv = random_vector(rng, sh.c, 1.5, 0.4);
     const Tensor w = channel_tensor(wv), b = channel_tensor(bv), rm = channel_tensor(rmv), rv = channel_tensor(rvv);
@@ -111,11 +122,10 @@ TEST_P(StreamingStores, FusionsSameBitsAsTheOrdinaryKernels) {
     const StreamCase& tc = GetParam();
     std::mt19937 rng(11 + tc.shape[1]);
     const ref::Shape sh = ref_shape(tc.shape);
-    const auto xv = rounded(random_batch(rng, sh), tc.shape, tc.dtype);
-    const auto av = rounded(random_batch(rng, sh, 0.5, 1.0), tc.shape, tc.dtype);
-    const auto dyv = rounded(random_batch(rng, sh, 0.3, 1.0), tc.shape, tc.dtype);
-    const Tensor x = tensor_from(xv, tc.shape, tc.dtype, tc.layout), addend = tensor_from(av, tc.shape, tc.dtype, tc.layout);
-    const Tensor dy = tensor_from(dyv, tc.shape, tc.dtype, tc.layout);
+    const BatchInput xin = batch_input(rng, tc), ain = batch_input(rng, tc, 0.5, 1.0),
+                     dyin = batch_input(rng, tc, 0.3, 1.0);
+    const std::vector<double>&xv = xin.values, &av = ain.values, &dyv = dyin.values;
+    const Tensor &x = xin.tensor, &addend = ain.tensor, &dy = dyin.tensor;
     const auto wv = random_vector(rng, sh.c, 1.0, 0.5), bv = random_vector(rng, sh.c, 0.0, 0.5);
     const Tensor w = channel_tensor(wv), b = channel_tensor(bv);
     using functional::Activation;
