@@ -77,19 +77,25 @@ Fusion fusion_of(functional::Activation activation, bool has_addend) {
 // The output that updates input `name` in place (kernel_abi.h).
 std::string updated_name(const char* name) { return std::string(name) + abi::kUpdatedSuffix; }
 
+// Every concatenation of one part from each list, the first list varying
+// slowest: the names of a channel family's variants, spelled once (most are
+// past std::string's inline capacity, so building one per call allocates).
+std::vector<std::string> spellings(std::initializer_list<std::initializer_list<const char*>> parts) {
+    std::vector<std::string> out{""};
+    for (const auto& choices : parts) {
+        std::vector<std::string> longer;
+        for (const std::string& prefix : out)
+            for (const char* choice : choices) longer.push_back(prefix + choice);
+        out = std::move(longer);
+    }
+    return out;
+}
+
 // The forward_finalize variant for these options: generators/CMakeLists.txt's
-// VARIANTS labels, <statistics>[_<update>][_nbt][_affine]. (Spelled once per
-// combination: most are past std::string's inline capacity, and each call
-// would allocate its name.)
+// VARIANTS labels, <statistics>[_<update>][_nbt][_affine].
 const std::string& finalize_variant(bool batch, const functional::RunningUpdate* update, bool affine) {
-    static const std::vector<std::string> names = [] {
-        std::vector<std::string> out;
-        for (const char* statistics : {"running", "batch"})
-            for (const char* u : {"", "_momentum", "_cumulative"})
-                for (const char* nbt : {"", "_nbt"})
-                    for (const char* a : {"", "_affine"}) out.push_back(std::string(statistics) + u + nbt + a);
-        return out;
-    }();
+    static const std::vector<std::string> names =
+        spellings({{"running", "batch"}, {"", "_momentum", "_cumulative"}, {"", "_nbt"}, {"", "_affine"}});
     const int u = !update ? 0 : update->factor ? 1 : 2;
     const int nbt = update && update->num_batches_tracked.defined() ? 1 : 0;
     return names[static_cast<size_t>(((batch ? 1 : 0) * 3 + u) * 4 + nbt * 2 + (affine ? 1 : 0))];
@@ -97,13 +103,7 @@ const std::string& finalize_variant(bool batch, const functional::RunningUpdate*
 
 // The backward_finalize variant: <statistics>[_affine][_grads].
 const std::string& backward_finalize_variant(bool batch, bool affine, bool grads) {
-    static const std::vector<std::string> names = [] {
-        std::vector<std::string> out;
-        for (const char* statistics : {"running", "batch"})
-            for (const char* a : {"", "_affine"})
-                for (const char* g : {"", "_grads"}) out.push_back(std::string(statistics) + a + g);
-        return out;
-    }();
+    static const std::vector<std::string> names = spellings({{"running", "batch"}, {"", "_affine"}, {"", "_grads"}});
     return names[static_cast<size_t>((batch ? 1 : 0) * 4 + (affine ? 1 : 0) * 2 + (grads ? 1 : 0))];
 }
 

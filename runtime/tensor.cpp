@@ -297,6 +297,14 @@ int64_t element_offset(const std::vector<int64_t>& shape, const std::vector<int6
     return offset;
 }
 
+// `d` as an index into a shape of `rank` dims, counting negative dims from the end.
+size_t checked_dim(int64_t d, int64_t rank, const char* who) {
+    if (d < -rank || d >= rank)
+        fail(std::string(who) + ": dim " + std::to_string(d) + " is out of range for a tensor of rank " +
+             std::to_string(rank) + " (expected " + std::to_string(-rank) + " <= dim < " + std::to_string(rank) + ")");
+    return static_cast<size_t>(d < 0 ? d + rank : d);
+}
+
 void check_defined(bool defined, const char* who) {
     if (!defined) fail(std::string(who) + ": tensor is undefined");
 }
@@ -507,13 +515,7 @@ DLManagedTensor* Tensor::to_dlpack() const {
 
 // ---- queries -----------------------------------------------------------------
 
-int64_t Tensor::size(int64_t d) const {
-    const int64_t rank = dim();
-    if (d < -rank || d >= rank)
-        fail("Tensor::size: dim " + std::to_string(d) + " is out of range for a tensor of rank " +
-             std::to_string(rank) + " (expected " + std::to_string(-rank) + " <= dim < " + std::to_string(rank) + ")");
-    return shape_[static_cast<size_t>(d < 0 ? d + rank : d)];
-}
+int64_t Tensor::size(int64_t d) const { return shape_[checked_dim(d, dim(), "Tensor::size")]; }
 
 int64_t Tensor::numel() const {
     if (!defined()) return 0;
@@ -526,11 +528,7 @@ bool Tensor::is_contiguous() const { return defined() && dense_in(shape_, stride
 
 Tensor Tensor::select(int64_t d, int64_t index) const {
     check_defined(defined(), "Tensor::select");
-    const int64_t rank = dim();
-    if (d < -rank || d >= rank)
-        fail("Tensor::select: dim " + std::to_string(d) + " is out of range for a tensor of rank " +
-             std::to_string(rank) + " (expected " + std::to_string(-rank) + " <= dim < " + std::to_string(rank) + ")");
-    const auto k = static_cast<size_t>(d < 0 ? d + rank : d);
+    const size_t k = checked_dim(d, dim(), "Tensor::select");
     if (index < -shape_[k] || index >= shape_[k])
         fail("Tensor::select: index " + std::to_string(index) + " is out of range for dim " + std::to_string(d) +
              " of size " + std::to_string(shape_[k]));
