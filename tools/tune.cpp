@@ -15,11 +15,15 @@
 #include "autoschedule.h"
 #include "kernel_abi.h"
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <csignal>
+#include <cstring>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -404,6 +408,57 @@ struct Variant {
     std::string note;     // e.g. why it cannot be saved
 };
 
+// The autoscheduler plugins are built without unwind tables, so an internal
+// error inside one (Adams2019 on the NHWC statistics: "Error: 0 -1 0")
+// terminates the process instead of reaching attempt(). Each is therefore
+// run once in a child process first; its failure, with the last line it
+// wrote to stderr, fails only that variant. (The child only schedules: no
+// kernel runs there, so the runtime's thread pool is not involved.)
+void autoscheduler_survives(const Pipeline& pipeline, const Target& target, const AutoschedulerParams& asp,
+                            const std::string& label) {
+    int err[2];
+    if (pipe(err) != 0) throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
+    std::fflush(nullptr);
+    const pid_t pid = fork();
+    if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+    if (pid == 0) {
+        close(err[0]);
+        dup2(err[1], STDERR_FILENO);
+        // The first error is the one to report: unwinding without unwind
+        // tables can raise others (a destructor's), and then terminates.
+        struct FirstError : CompileTimeErrorReporter {
+            void warning(const char*) override {}
+            void error(const char* msg) override {
+                std::fprintf(stderr, "%s\n", msg);
+                _exit(3);
+            }
+        };
+        static FirstError reporter;
+        set_custom_compile_time_error_reporter(&reporter);
+        pipeline.apply_autoscheduler(target, asp);
+        _exit(0);
+    }
+    close(err[1]);
+    std::string message;
+    char chunk[4096];
+    for (ssize_t got; (got = read(err[0], chunk, sizeof chunk)) != 0;) {
+        if (got > 0) message.append(chunk, static_cast<size_t>(got));
+        else if (errno != EINTR) break;
+    }
+    close(err[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return;
+    // The last non-empty line: the error itself, after any progress output.
+    while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
+    const size_t newline = message.find_last_of('\n');
+    const std::string last = newline == std::string::npos ? message : message.substr(newline + 1);
+    const std::string how = WIFSIGNALED(status) ? "crashed (" + std::string(strsignal(WTERMSIG(status))) + ")"
+                                                : "failed";
+    throw std::runtime_error(label + " " + how + (last.empty() ? "" : ": " + last));
+}
+
 class Tuner {
 public:
     Tuner(const Options& o, Target target, int parallelism)
@@ -430,7 +485,10 @@ public:
         if (schedule == "saved") params.emplace_back("saved_schedule", c.library);
         for (const auto& [name, value] : params) v.generator->set_generatorparam_value(name, value);
         v.pipeline = v.generator->build_pipeline();
-        if (autoscheduled) v.results = v.pipeline.apply_autoscheduler(target_, asp);
+        if (autoscheduled) {
+            autoscheduler_survives(v.pipeline, target_, asp, schedule);
+            v.results = v.pipeline.apply_autoscheduler(target_, asp);
+        }
         return v;
     }
 
