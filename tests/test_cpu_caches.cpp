@@ -9,9 +9,12 @@
 
 #include <bnforge/runtime.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <stdexcept>
 #include <string>
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -31,7 +34,9 @@ struct FakeCacheDir {
     };
     explicit FakeCacheDir(std::initializer_list<Entry> entries) {
         std::string pattern = (fs::temp_directory_path() / "bnforge-caches-XXXXXX").string();
-        root = mkdtemp(pattern.data());
+        const char* made = mkdtemp(pattern.data());
+        if (!made) throw std::runtime_error("mkdtemp " + pattern + ": " + std::strerror(errno));
+        root = made;
         int index = 0;
         for (const Entry& e : entries) {
             const fs::path dir = root / ("index" + std::to_string(index++));
