@@ -7,6 +7,7 @@
 #include <map>
 #include <mutex>
 #include <unistd.h>
+#include <vector>
 
 namespace bnforge {
 
@@ -32,18 +33,25 @@ size_t initial_limit() {
 
 struct Cache {
     std::mutex mutex;
-    std::multimap<size_t, void*> blocks;
+    // Free blocks by size, each list oldest first. A size's list stays when
+    // it empties, so a call that takes and returns the same sizes allocates
+    // nothing here (a multimap node per release was a tenth of a small
+    // call's allocations).
+    std::map<size_t, std::vector<void*>> blocks;
     size_t cached = 0;
     size_t limit = initial_limit();
 
     // Frees blocks (largest first; of equal size, the longest unused) until
     // `cached` + `incoming` fits the limit.
     void trim(size_t incoming) {
-        while (!blocks.empty() && cached + incoming > limit) {
-            auto coldest = blocks.lower_bound(std::prev(blocks.end())->first);
-            cached -= coldest->first;
-            std::free(coldest->second);
-            blocks.erase(coldest);
+        for (auto size = blocks.rbegin(); size != blocks.rend() && cached + incoming > limit; ++size) {
+            std::vector<void*>& free_blocks = size->second;
+            size_t dropped = 0;
+            while (dropped < free_blocks.size() && cached + incoming > limit) {
+                std::free(free_blocks[dropped++]);
+                cached -= size->first;
+            }
+            free_blocks.erase(free_blocks.begin(), free_blocks.begin() + static_cast<std::ptrdiff_t>(dropped));
         }
     }
 };
@@ -71,7 +79,8 @@ size_t host_cache_limit() {
 void empty_host_cache() {
     Cache& c = cache();
     std::lock_guard<std::mutex> lock(c.mutex);
-    for (auto& [bytes, ptr] : c.blocks) std::free(ptr);
+    for (auto& [bytes, free_blocks] : c.blocks)
+        for (void* ptr : free_blocks) std::free(ptr);
     c.blocks.clear();
     c.cached = 0;
 }
@@ -81,13 +90,11 @@ namespace detail {
 void* take_cached_block(size_t bytes) {
     Cache& c = cache();
     std::lock_guard<std::mutex> lock(c.mutex);
-    // Equal keys keep insertion order: the last of the range was released
-    // last, so it is the one most likely still in cache.
-    auto [first, end] = c.blocks.equal_range(bytes);
-    if (first == end) return nullptr;
-    auto it = std::prev(end);
-    void* ptr = it->second;
-    c.blocks.erase(it);
+    // The block released last: the one most likely still in cache.
+    const auto it = c.blocks.find(bytes);
+    if (it == c.blocks.end() || it->second.empty()) return nullptr;
+    void* ptr = it->second.back();
+    it->second.pop_back();
     c.cached -= bytes;
     return ptr;
 }
@@ -97,7 +104,7 @@ void return_block(void* ptr, size_t bytes) {
     std::lock_guard<std::mutex> lock(c.mutex);
     if (bytes <= c.limit) {
         c.trim(bytes);
-        c.blocks.emplace(bytes, ptr);
+        c.blocks[bytes].push_back(ptr);
         c.cached += bytes;
         return;
     }
