@@ -543,9 +543,10 @@ Tensor Tensor::select(int64_t d, int64_t index) const {
 }
 
 void Tensor::check_dtype(DType requested) const {
+    if (defined() && requested == dtype_) return;  // (the message is built only for an error)
     const std::string who = std::string("Tensor::data<") + to_string(requested) + ">";
     check_defined(defined(), who.c_str());
-    if (requested != dtype_) fail(who + ": tensor has dtype " + to_string(dtype_));
+    fail(who + ": tensor has dtype " + to_string(dtype_));
 }
 
 // ---- copies ------------------------------------------------------------------
