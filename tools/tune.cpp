@@ -22,7 +22,6 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
-#include <csignal>
 #include <cstring>
 #include <cstdio>
 #include <cstdlib>
