@@ -322,6 +322,62 @@ void forget_cuda_kernel_runs() {
     for (std::atomic<uint64_t>& mask : run_masks()) mask.store(0);
 }
 
+namespace {
+
+constexpr int kMaxArguments = 32;  // the widest kernel takes 18
+
+// Which entry of a call's argument list feeds each kernel argument, as the
+// name search found it. Call sites pass the same name pointers every call
+// (kernel_abi.h constants, static strings; KernelArg), so the next call of
+// the kernel from there checks pointers instead of comparing strings.
+struct Binding {
+    const KernelEntry* kernel;           // nullptr: an empty slot
+    size_t count;                        // entries in the list it was found in
+    const char* name[kMaxArguments];     // per kernel argument: its entry's name; nullptr: the user context
+    uint8_t entry[kMaxArguments];
+};
+
+// The last few kernels this thread called (a training step calls three to
+// five), searched by address: no locks, no collisions between two kernels
+// called in turn; the oldest makes way.
+Binding& binding_slot(const KernelEntry& kernel) {
+    constexpr size_t kSlots = 8;
+    thread_local Binding slots[kSlots]{};  // zeroed: constant-initialized, no TLS guard
+    thread_local size_t oldest = 0;
+    for (Binding& b : slots)
+        if (b.kernel == &kernel) return b;
+    Binding& b = slots[oldest];
+    oldest = (oldest + 1) % kSlots;
+    b.kernel = nullptr;  // not yet found for this kernel
+    return b;
+}
+
+// argv from the remembered binding; false (argv partly filled) when this
+// list differs from the one it was found in.
+bool bind_remembered(const Binding& b, const KernelEntry& kernel, const halide_filter_metadata_t* meta,
+                     const KernelArg* first, size_t count, size_t present, void* user_context_slot,
+                     void** argv) {
+    if (b.kernel != &kernel || b.count != count) return false;
+    size_t matched = 0;
+    for (int i = 0; i < meta->num_arguments; i++) {
+        if (!b.name[i]) {
+            argv[i] = user_context_slot;
+            continue;
+        }
+        const KernelArg& arg = first[b.entry[i]];
+        if (arg.name != b.name[i]) return false;
+        void* value = meta->arguments[i].kind == halide_argument_kind_input_scalar
+                          ? const_cast<halide_scalar_value_t*>(arg.scalar)
+                          : static_cast<void*>(arg.buffer);
+        if (!value) return false;
+        argv[i] = value;
+        matched++;
+    }
+    return matched == present;
+}
+
+}  // namespace
+
 void invoke(const KernelEntry& kernel, std::initializer_list<KernelArg> args) {
     install_halide_hooks();
     note_kernel_call();
@@ -329,38 +385,49 @@ void invoke(const KernelEntry& kernel, std::initializer_list<KernelArg> args) {
     const halide_filter_metadata_t* meta = kernel.metadata_fn();
     CallContext context;
     void* user_context = &context;
-    constexpr int kMaxArguments = 32;  // the widest kernel takes 18
     BNF_ASSERT(meta->num_arguments <= kMaxArguments, "at most " << kMaxArguments << " kernel arguments");
     void* argv[kMaxArguments] = {};
-    size_t matched = 0, present = 0;
+    size_t present = 0;
     for (const KernelArg& arg : args) present += (arg.buffer || arg.scalar) ? 1 : 0;
-    // Call sites list arguments in the kernel's order, so each search starts
-    // after the last match and the usual call compares each name once. A
-    // name given twice leaves `matched` short of `present`.
     const KernelArg* const first = args.begin();
     const size_t count = args.size();
-    size_t next = 0;
-    for (int i = 0; i < meta->num_arguments; i++) {
-        const halide_filter_argument_t& a = meta->arguments[i];
-        const bool scalar = a.kind == halide_argument_kind_input_scalar;
-        if (scalar && std::strcmp(a.name, "__user_context") == 0) {
-            argv[i] = &user_context;
-            continue;
+    BNF_ASSERT(count <= UINT8_MAX, "at most " << UINT8_MAX << " entries in a kernel's argument list");
+    Binding& remembered = binding_slot(kernel);
+    if (!bind_remembered(remembered, kernel, meta, first, count, present, &user_context, argv)) {
+        // By name. Call sites list arguments in the kernel's order, so each
+        // search starts after the last match and the usual call compares each
+        // name once. A name given twice leaves `matched` short of `present`.
+        Binding found{};
+        found.kernel = &kernel;
+        found.count = count;
+        size_t matched = 0, next = 0;
+        for (int i = 0; i < meta->num_arguments; i++) {
+            const halide_filter_argument_t& a = meta->arguments[i];
+            const bool scalar = a.kind == halide_argument_kind_input_scalar;
+            argv[i] = nullptr;
+            found.name[i] = nullptr;
+            if (scalar && std::strcmp(a.name, "__user_context") == 0) {
+                argv[i] = &user_context;
+                continue;
+            }
+            for (size_t step = 0; step < count; step++) {
+                const size_t j = (next + step) % count;
+                const KernelArg& arg = first[j];
+                if (std::strcmp(a.name, arg.name) != 0) continue;
+                void* value = scalar ? const_cast<halide_scalar_value_t*>(arg.scalar) : static_cast<void*>(arg.buffer);
+                if (!value) continue;  // an absent entry: the variant does not take it
+                argv[i] = value;
+                found.name[i] = arg.name;
+                found.entry[i] = static_cast<uint8_t>(j);
+                matched++;
+                next = j + 1;
+                break;
+            }
+            BNF_ASSERT(argv[i], "an argument '" << a.name << "' for kernel " << kernel.name);
         }
-        for (size_t step = 0; step < count; step++) {
-            const size_t j = (next + step) % count;
-            const KernelArg& arg = first[j];
-            if (std::strcmp(a.name, arg.name) != 0) continue;
-            void* value = scalar ? const_cast<halide_scalar_value_t*>(arg.scalar) : static_cast<void*>(arg.buffer);
-            if (!value) continue;  // an absent entry: the variant does not take it
-            argv[i] = value;
-            matched++;
-            next = j + 1;
-            break;
-        }
-        BNF_ASSERT(argv[i], "an argument '" << a.name << "' for kernel " << kernel.name);
+        BNF_ASSERT(matched == present, "only arguments that kernel " << kernel.name << " takes");
+        remembered = found;
     }
-    BNF_ASSERT(matched == present, "only arguments that kernel " << kernel.name << " takes");
     const Device device{kernel.device, 0};
     if (device.is_cpu()) context.serial = run_serially(largest_buffer_elements(meta, argv));
     if (device.is_cuda()) check_capturable(kernel, meta, argv);

@@ -95,7 +95,9 @@ struct ChannelBuffer {
 
 // One named kernel argument: a buffer, or a scalar. An entry with neither is
 // absent (an optional input or output the called variant does not have), so
-// one argument list can serve every fusion of a pipeline.
+// one argument list can serve every fusion of a pipeline. Names live as long
+// as the program (kernel_abi.h constants, static strings): invoke remembers
+// them by address.
 struct KernelArg {
     const char* name;
     halide_buffer_t* buffer;

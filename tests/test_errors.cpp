@@ -2,6 +2,8 @@
 // actual values, and leaves the module exactly as it was.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "check.h"
 #include "kernels.h"
 #include "test_util.h"
@@ -174,6 +176,55 @@ TEST(Errors, HalideRuntimeErrorsBecomeBnforgeErrors) {
         EXPECT_NE(std::string(e.what()).find("bnk_apply_cpu_f32_nchw_none"), std::string::npos) << e.what();
         EXPECT_NE(std::string(e.what()).find("shift"), std::string::npos) << e.what();
     }
+}
+
+TEST(Errors, KernelArgumentsBoundByNameOnEveryCall) {
+    // invoke remembers where a kernel's arguments were in the last list it
+    // was given; a list in another order, other buffers under the same names,
+    // or an argument the kernel does not take must still bind by name.
+    const Tensor x = good_input();
+    const float* xp = x.data<float>();
+    const int64_t S = kShape[2] * kShape[3];
+    Tensor y = Tensor::empty(kShape, DType::Float32);
+    detail::BatchView xv, yv;
+    detail::make_batch_view(xv, x, Layout::NCHW, "x");
+    detail::make_batch_view(yv, y, Layout::NCHW, "y");
+    const std::vector<float> shift{0.5f, -1.0f, 2.0f}, offset{0.25f, 0.125f, -0.5f}, scale{3.0f, -2.0f, 0.75f},
+        beta{-4.0f, 1.5f, 8.0f}, scale2{-0.5f, 5.0f, 1.25f};
+    detail::ChannelBuffer shift_b(shift.data(), C), offset_b(offset.data(), C), scale_b(scale.data(), C),
+        beta_b(beta.data(), C), scale2_b(scale2.data(), C);
+    const auto& kernel = detail::find_kernel(detail::Pipeline::apply, Device::cpu(), DType::Float32, Layout::NCHW,
+                                             detail::Fusion::none);
+    auto expect_y = [&](const std::vector<float>& sc, const char* what) {
+        const float* yp = y.data<float>();
+        for (int64_t i = 0; i < x.numel(); i++) {
+            const int64_t c = (i / S) % C;
+            const float want = ((xp[i] - shift[c]) - offset[c]) * sc[c] + beta[c];
+            ASSERT_NEAR(yp[i], want, 1e-5f * (1.0f + std::fabs(want))) << what << ", element " << i;
+        }
+    };
+    auto poison = [&] { y.fill_(std::nan("")); };
+
+    poison();
+    detail::invoke(kernel, {{"x", &xv.buf}, {"addend", nullptr}, {"shift", &shift_b.buf}, {"offset", &offset_b.buf},
+                            {"scale", &scale_b.buf}, {"beta", &beta_b.buf}, {"y", &yv.buf}, {"mask", nullptr}});
+    expect_y(scale, "the kernel's order");
+    poison();
+    detail::invoke(kernel, {{"x", &xv.buf}, {"addend", nullptr}, {"shift", &shift_b.buf}, {"offset", &offset_b.buf},
+                            {"scale", &scale2_b.buf}, {"beta", &beta_b.buf}, {"y", &yv.buf}, {"mask", nullptr}});
+    expect_y(scale2, "another buffer under the same name");
+    poison();
+    detail::invoke(kernel, {{"y", &yv.buf}, {"addend", nullptr}, {"scale", &scale_b.buf}, {"beta", &beta_b.buf},
+                            {"shift", &shift_b.buf}, {"offset", &offset_b.buf}, {"x", &xv.buf}, {"mask", nullptr}});
+    expect_y(scale, "the same names in other places");
+    detail::BatchView mv = yv;  // present under a name this variant does not take
+    EXPECT_THROW(detail::invoke(kernel, {{"y", &yv.buf}, {"addend", nullptr}, {"scale", &scale_b.buf},
+                                         {"beta", &beta_b.buf}, {"shift", &shift_b.buf}, {"offset", &offset_b.buf},
+                                         {"x", &xv.buf}, {"mask", &mv.buf}}),
+                 Error);
+    EXPECT_THROW(detail::invoke(kernel, {{"x", &xv.buf}, {"shift", &shift_b.buf}, {"offset", &offset_b.buf},
+                                         {"scale", &scale_b.buf}, {"beta", &beta_b.buf}}),
+                 Error);  // y missing
 }
 
 TEST(Errors, MissingKernelVariantIsAnError) {
