@@ -199,7 +199,10 @@ void call_train_forward(const BatchView& x, const BatchView* addend, const Tenso
     halide_scalar_value_t eps_value;
     eps_value.u.f64 = eps;
     const Fusion fusion = !mask ? Fusion::none : addend ? Fusion::add_relu : Fusion::relu;
-    invoke(find_kernel(Pipeline::train_forward, moments.device(), x.dtype, x.kernel_layout, fusion),
+    const Device device = moments.device();
+    const KernelEntry* streaming =
+        streaming_kernel_for(y, Pipeline::train_forward, device, fusion, nullptr, mv ? &mv->buf : nullptr);
+    invoke(streaming ? *streaming : find_kernel(Pipeline::train_forward, device, x.dtype, x.kernel_layout, fusion),
            {{arg::x, buffer(x)},
             {arg::addend, buffer(addend)},
             {arg::weight, &w.buf},
@@ -290,8 +293,10 @@ void call_train_backward(const BatchView& x, const BatchView& dy, const Tensor* 
     ChannelView shift(saved.shift, 1), offset(saved.offset, 1), w(weight, 1), invstd(saved.invstd, 1), s(sums, 2);
     std::optional<MaskView> mv;
     if (mask) mv.emplace(*mask);
-    invoke(find_kernel(Pipeline::train_backward, sums.device(), x.dtype, x.kernel_layout,
-                       fusion_of(saved.activation, saved.has_addend)),
+    const Fusion fusion = fusion_of(saved.activation, saved.has_addend);
+    const Device device = sums.device();
+    const KernelEntry* streaming = streaming_kernel_for(dx, Pipeline::train_backward, device, fusion, buffer(daddend));
+    invoke(streaming ? *streaming : find_kernel(Pipeline::train_backward, device, x.dtype, x.kernel_layout, fusion),
            {{arg::x, buffer(x)},
             {arg::dy, buffer(dy)},
             {arg::mask, mv ? &mv->buf : nullptr},

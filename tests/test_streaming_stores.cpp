@@ -1,7 +1,8 @@
 // The kernels that write with streaming stores (<library>_streaming, built by
 // cmake/streaming_stores.py on x86, float32) against the ordinary ones: the
-// same bits in eval forward, training forward (two passes) and backward, with
-// and without the ReLU/add fusions, both layouts, and the float64 reference.
+// same bits in eval forward, training forward and backward, with and without
+// the ReLU/add fusions, both layouts, by two passes and by the one-pass
+// kernels, and the float64 reference.
 // They run only where every output row starts on a 64-byte boundary — a
 // non-temporal store elsewhere faults — so shapes whose rows do not, and
 // bfloat16 (no streaming variant: it measured no faster, bench/analysis.md),
@@ -29,10 +30,29 @@ struct StreamCase {
     bool rows_aligned;  // every row of the kernels' view is a multiple of 64 bytes
 };
 
-std::string case_name(const ::testing::TestParamInfo<StreamCase>& info) {
-    std::string name = std::string(to_string(info.param.dtype)) + (info.param.layout == Layout::NCHW ? "_nchw" : "_nhwc");
-    for (int64_t d : info.param.shape) name += "_" + std::to_string(d);
-    return name;
+// The training route under test: the one-pass kernels (one_pass.h) where they
+// apply, or the two passes (statistics, then the apply kernels) everywhere.
+enum class Route { TwoPasses, OnePass };
+
+using Param = std::tuple<StreamCase, Route>;
+
+std::string case_name(const ::testing::TestParamInfo<Param>& info) {
+    const StreamCase& tc = std::get<0>(info.param);
+    std::string name = std::string(to_string(tc.dtype)) + (tc.layout == Layout::NCHW ? "_nchw" : "_nhwc");
+    for (int64_t d : tc.shape) name += "_" + std::to_string(d);
+    return name + (std::get<1>(info.param) == Route::OnePass ? "_one_pass" : "_two_passes");
+}
+
+// The one-pass kernels' own rules with an unlimited slab (one_pass.cpp): NCHW,
+// rows of at least 256 values, two channels per thread.
+bool takes_one_pass(const StreamCase& tc, Route route) {
+    return route == Route::OnePass && tc.layout == Layout::NCHW && tc.shape[2] * tc.shape[3] >= 256 &&
+           tc.shape[1] >= 2 * num_threads();
+}
+
+// A training kernel must be the route's: a one-pass kernel, or an apply kernel of the two passes.
+void expect_route(const std::string& kernel, bool one_pass) {
+    EXPECT_EQ(kernel.rfind("bnk_train_", 0) == 0, one_pass) << kernel;
 }
 
 bool same_bytes(const Tensor& a, const Tensor& b) {
@@ -61,9 +81,11 @@ struct Outputs {
     std::string eval_kernel, train_kernel, backward_kernel;
 };
 
-class StreamingStores : public ::testing::TestWithParam<StreamCase> {
+class StreamingStores : public ::testing::TestWithParam<Param> {
 protected:
-    void SetUp() override { set_one_pass_limit(0); }  // the two-pass route, whose apply kernels stream
+    void SetUp() override {
+        set_one_pass_limit(std::get<1>(GetParam()) == Route::OnePass ? std::numeric_limits<size_t>::max() : 0);
+    }
     void TearDown() override {
         set_one_pass_limit(std::nullopt);
         set_streaming_store_limit(std::nullopt);
@@ -71,7 +93,8 @@ protected:
 };
 
 TEST_P(StreamingStores, SameBitsAsTheOrdinaryKernels) {
-    const StreamCase& tc = GetParam();
+    const StreamCase& tc = std::get<0>(GetParam());
+    const bool one_pass = takes_one_pass(tc, std::get<1>(GetParam()));
     std::mt19937 rng(7 + tc.shape[1]);
     const ref::Shape sh = ref_shape(tc.shape);
     const BatchInput xin = batch_input(rng, tc), dyin = batch_input(rng, tc, 0.3, 1.0);
@@ -102,6 +125,10 @@ TEST_P(StreamingStores, SameBitsAsTheOrdinaryKernels) {
     for (const std::string* name : {&ordinary.eval_kernel, &ordinary.train_kernel, &ordinary.backward_kernel}) {
         EXPECT_EQ(name->find("_streaming"), std::string::npos) << *name;
     }
+    for (const Outputs* r : {&streamed, &ordinary}) {
+        expect_route(r->train_kernel, one_pass);
+        expect_route(r->backward_kernel, one_pass);
+    }
     EXPECT_TRUE(same_bytes(streamed.eval_y, ordinary.eval_y));
     EXPECT_TRUE(same_bytes(streamed.train_y, ordinary.train_y));
     EXPECT_TRUE(same_bytes(streamed.dx, ordinary.dx));
@@ -120,7 +147,8 @@ TEST_P(StreamingStores, SameBitsAsTheOrdinaryKernels) {
 // daddend backward (which reads the mask). Training forward with an addend,
 // and with ReLU alone, then the fused backward; same bits, same masks.
 TEST_P(StreamingStores, FusionsSameBitsAsTheOrdinaryKernels) {
-    const StreamCase& tc = GetParam();
+    const StreamCase& tc = std::get<0>(GetParam());
+    const bool one_pass = takes_one_pass(tc, std::get<1>(GetParam()));
     std::mt19937 rng(11 + tc.shape[1]);
     const ref::Shape sh = ref_shape(tc.shape);
     const BatchInput xin = batch_input(rng, tc), ain = batch_input(rng, tc, 0.5, 1.0),
@@ -155,6 +183,9 @@ TEST_P(StreamingStores, FusionsSameBitsAsTheOrdinaryKernels) {
     const bool streams = tc.rows_aligned && streaming_kernels_built(tc.dtype);
     for (const std::string& name : streamed.kernels) EXPECT_EQ(name.find("_streaming") != std::string::npos, streams) << name;
     for (const std::string& name : ordinary.kernels) EXPECT_EQ(name.find("_streaming"), std::string::npos) << name;
+    for (const Fused* r : {&streamed, &ordinary}) {
+        for (const std::string& name : r->kernels) expect_route(name, one_pass);
+    }
     EXPECT_TRUE(same_bytes(streamed.relu_y, ordinary.relu_y));
     EXPECT_TRUE(same_bytes(streamed.relu_mask, ordinary.relu_mask));
     EXPECT_TRUE(same_bytes(streamed.y, ordinary.y));
@@ -175,27 +206,30 @@ TEST_P(StreamingStores, FusionsSameBitsAsTheOrdinaryKernels) {
 // NCHW rows are H·W values, NHWC rows C values: 64 bytes are 16 floats or 32 bfloat16.
 constexpr DType f32 = DType::Float32, bf16 = DType::BFloat16;
 INSTANTIATE_TEST_SUITE_P(Shapes, StreamingStores,
-                         ::testing::Values(StreamCase{{2, 3, 4, 4}, Layout::NCHW, f32, true},
-                                           StreamCase{{3, 5, 16, 20}, Layout::NCHW, f32, true},
-                                           StreamCase{{2, 4, 56, 56}, Layout::NCHW, f32, true},
-                                           StreamCase{{2, 3, 7, 7}, Layout::NCHW, f32, false},
-                                           StreamCase{{2, 6, 14, 14}, Layout::NCHW, f32, false},
-                                           StreamCase{{2, 16, 3, 5}, Layout::NHWC, f32, true},
-                                           StreamCase{{3, 48, 2, 3}, Layout::NHWC, f32, true},
-                                           StreamCase{{2, 64, 7, 7}, Layout::NHWC, f32, true},
-                                           StreamCase{{2, 40, 3, 3}, Layout::NHWC, f32, false},
-                                           StreamCase{{2, 7, 5, 5}, Layout::NHWC, f32, false},
-                                           // rows grouped per channel vector (cpu_schedules.h)
-                                           StreamCase{{2, 1600, 3, 5}, Layout::NHWC, f32, true},
-                                           StreamCase{{2, 1544, 2, 3}, Layout::NHWC, f32, false},
-                                           StreamCase{{2, 3, 8, 8}, Layout::NCHW, bf16, true},
-                                           StreamCase{{2, 4, 56, 56}, Layout::NCHW, bf16, true},
-                                           StreamCase{{2, 3, 4, 4}, Layout::NCHW, bf16, false},
-                                           StreamCase{{2, 5, 28, 28}, Layout::NCHW, bf16, false},
-                                           StreamCase{{2, 32, 3, 5}, Layout::NHWC, bf16, true},
-                                           StreamCase{{3, 96, 2, 3}, Layout::NHWC, bf16, true},
-                                           StreamCase{{2, 16, 3, 3}, Layout::NHWC, bf16, false},
-                                           StreamCase{{2, 40, 5, 5}, Layout::NHWC, bf16, false}),
+                         ::testing::Combine(::testing::Values(StreamCase{{2, 3, 4, 4}, Layout::NCHW, f32, true},
+                                                             StreamCase{{3, 5, 16, 20}, Layout::NCHW, f32, true},
+                                                             StreamCase{{2, 4, 56, 56}, Layout::NCHW, f32, true},
+                                                             StreamCase{{2, 3, 7, 7}, Layout::NCHW, f32, false},
+                                                             StreamCase{{2, 6, 14, 14}, Layout::NCHW, f32, false},
+                                                             StreamCase{{2, 16, 3, 5}, Layout::NHWC, f32, true},
+                                                             StreamCase{{3, 48, 2, 3}, Layout::NHWC, f32, true},
+                                                             StreamCase{{2, 64, 7, 7}, Layout::NHWC, f32, true},
+                                                             StreamCase{{2, 40, 3, 3}, Layout::NHWC, f32, false},
+                                                             StreamCase{{2, 7, 5, 5}, Layout::NHWC, f32, false},
+                                                             // rows grouped per channel vector (cpu_schedules.h)
+                                                             StreamCase{{2, 1600, 3, 5}, Layout::NHWC, f32, true},
+                                                             StreamCase{{2, 1544, 2, 3}, Layout::NHWC, f32, false},
+                                                             StreamCase{{2, 3, 8, 8}, Layout::NCHW, bf16, true},
+                                                             StreamCase{{2, 4, 56, 56}, Layout::NCHW, bf16, true},
+                                                             StreamCase{{2, 3, 4, 4}, Layout::NCHW, bf16, false},
+                                                             StreamCase{{2, 5, 28, 28}, Layout::NCHW, bf16, false},
+                                                             StreamCase{{2, 32, 3, 5}, Layout::NHWC, bf16, true},
+                                                             StreamCase{{3, 96, 2, 3}, Layout::NHWC, bf16, true},
+                                                             StreamCase{{2, 16, 3, 3}, Layout::NHWC, bf16, false},
+                                                             StreamCase{{2, 40, 5, 5}, Layout::NHWC, bf16, false},
+                                                             // one pass too (takes_one_pass), rows not on 64 bytes
+                                                             StreamCase{{2, 6, 17, 17}, Layout::NCHW, f32, false}),
+                                            ::testing::Values(Route::TwoPasses, Route::OnePass)),
                          case_name);
 
 }  // namespace

@@ -25,11 +25,11 @@ int num_threads();
 void set_one_pass_limit(std::optional<size_t> bytes);
 size_t one_pass_limit();
 
-// Elementwise passes on the CPU (eval forward, the normalization of training
-// forward, backward's dx; float32 without fusion, on x86) write their output
-// with streaming stores — whole cache lines, not read first, not kept in the
-// caches — when it has at least this many bytes and its rows start on
-// 64-byte boundaries. Same results either way. Default: half the last-level
+// The CPU kernels that write a batch output (y and the ReLU mask of eval and
+// training forward, dx and daddend of backward, in one pass or two; float32,
+// on x86) write it with streaming stores — whole cache lines, not read first,
+// not kept in the caches — when it has at least this many bytes and its rows
+// start on 64-byte boundaries. Same results either way. Default: half the last-level
 // cache (a smaller output is likely still cached when the next layer reads
 // it). 0 streams every such output; SIZE_MAX none.
 // BNFORGE_STREAMING_STORE_BYTES=<bytes> sets it for a whole process; nullopt
@@ -53,7 +53,7 @@ size_t gpu_one_pass_limit();
 // One AOT-compiled kernel variant and the Halide target it was compiled for.
 struct KernelVariant {
     std::string name;      // e.g. "bnk_apply_cpu_f32_nchw_relu"
-    std::string pipeline;  // stats, apply, backward_reduce, backward_apply
+    std::string pipeline;  // "stats", "apply", "train_forward", ..., or a per-channel step ("forward_finalize", ...)
     Device device;
     DType dtype;
     Layout layout;
