@@ -20,8 +20,8 @@
 # float32 only: the autoscheduled libraries are a tuning aid, and three more
 # schedules of every dtype would triple the build.
 #
-# STREAMING_STORES: the family's float32 CPU variants are also built with
-# streaming stores (<library>_streaming, x86 only:
+# STREAMING_STORES: the family's float32 and bfloat16 CPU variants are also
+# built with streaming stores (<library>_streaming, x86 only:
 # _bnforge_add_streaming_variant), which the runtime calls for outputs larger
 # than the caches (runtime/streaming_stores.cpp).
 #
@@ -235,7 +235,7 @@ function(bnforge_add_kernel_family)
                 bnforge_add_kernel(${name} GENERATOR ${ARG_GENERATOR} TARGETS ${BNFORGE_CPU_TARGETS}
                                    PARAMS ${params} ${saved})
                 _bnforge_register_kernel(${ARG_PIPELINE} cpu ${dtag} ${layout} ${fusion} manual ${name})
-                if (ARG_STREAMING_STORES AND dtype STREQUAL "float32" AND NOT saved)
+                if (ARG_STREAMING_STORES AND dtype MATCHES "^(float32|bfloat16)$" AND NOT saved)
                     _bnforge_add_streaming_variant(${ARG_PIPELINE} ${ARG_GENERATOR} ${dtag} ${layout} ${fusion} ${name}
                                                    ${params})
                 endif ()

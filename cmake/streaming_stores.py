@@ -13,8 +13,11 @@ writes it (-e assembly). In its parallel task functions (the loop bodies; the
 entry function only checks arguments and fills stack structures), every
 unmasked vector store to a non-stack address (not %rsp-relative, nor
 %rbp-relative where %rbp is the frame pointer) becomes its non-temporal form,
-and the result is assembled into the object. Masked stores (the tails of
-GuardWithIf loops) and scalar stores are left as they are.
+and the result is assembled into the object. AVX-512's narrowing store
+(`vpmovdw %zmm, mem`, bfloat16's) has none: it becomes a narrowing into
+%ymm31, where the function names no register 31 itself, then a non-temporal
+store of that. Masked stores (the tails of GuardWithIf loops) and scalar
+stores are left as they are.
 
 A non-temporal store faults unless its address is aligned to the vector, so
 the kernels built this way may only be called on outputs whose rows start on
@@ -37,15 +40,30 @@ NON_TEMPORAL = {
 }
 # "<tab>vmovups<tab>%zmm3, 64(%r14,%rdx)" — register source, memory destination, no {%k} mask
 STORE = re.compile(r"^\t(\w+)\t(%[xyz]mm\d+), (-?\w*\([^)]*\))\s*$")
+# 16 dwords narrowed to 16 words in memory -> the register they are narrowed into instead
+NARROWING = {"vpmovdw": "%ymm31"}
+SCRATCH_USE = re.compile(r"%[xyz]mm31\b")
 TASK_LABEL = re.compile(r"^\"?[\w.$-]*_par_for_[\w.$-]*\"?:")
 FUNCTION_END = re.compile(r"^\.Lfunc_end\d+:")
 FRAME_POINTER = re.compile(r"^\tmovq\t%rsp, %rbp")
 
 
+def scratch_free(lines):
+    """Per line: whether the function holding it never names the narrowing's scratch register."""
+    free, start, used = [True] * len(lines), 0, False
+    for i, line in enumerate(lines):
+        used = used or bool(SCRATCH_USE.search(line))
+        if FUNCTION_END.match(line) or i == len(lines) - 1:
+            free[start:i + 1] = [not used] * (i + 1 - start)
+            start, used = i + 1, False
+    return free
+
+
 def rewrite(lines):
     out, in_task, count = [], False, 0
     stack_registers = ("%rsp",)
-    for line in lines:
+    free = scratch_free(lines)
+    for i, line in enumerate(lines):
         if TASK_LABEL.match(line):
             in_task, stack_registers = True, ("%rsp",)
         elif FUNCTION_END.match(line):
@@ -53,9 +71,14 @@ def rewrite(lines):
         elif in_task and FRAME_POINTER.match(line):
             stack_registers = ("%rsp", "%rbp")  # %rbp is a frame pointer here, not a general register
         m = STORE.match(line) if in_task else None
-        if m and m.group(1) in NON_TEMPORAL and not any(r in m.group(3) for r in stack_registers):
-            line = "\t%s\t%s, %s\n" % (NON_TEMPORAL[m.group(1)], m.group(2), m.group(3))
-            count += 1
+        if m and not any(r in m.group(3) for r in stack_registers):
+            if m.group(1) in NON_TEMPORAL:
+                line = "\t%s\t%s, %s\n" % (NON_TEMPORAL[m.group(1)], m.group(2), m.group(3))
+                count += 1
+            elif m.group(1) in NARROWING and free[i]:
+                scratch = NARROWING[m.group(1)]
+                line = "\t%s\t%s, %s\n\tvmovntdq\t%s, %s\n" % (m.group(1), m.group(2), scratch, scratch, m.group(3))
+                count += 1
         out.append(line)
     return out, count
 

@@ -1,13 +1,12 @@
 // The kernels that write with streaming stores (<library>_streaming, built by
-// cmake/streaming_stores.py on x86, float32) against the ordinary ones: the
-// same bits in eval forward, training forward and backward, with and without
-// the ReLU/add fusions, both layouts, by two passes and by the one-pass
-// kernels, and the float64 reference.
+// cmake/streaming_stores.py on x86, float32 and bfloat16) against the
+// ordinary ones: the same bits in eval forward, training forward and
+// backward, with and without the ReLU/add fusions, both layouts, by two
+// passes and by the one-pass kernels, and the float64 reference.
 // They run only where every output row starts on a 64-byte boundary — a
-// non-temporal store elsewhere faults — so shapes whose rows do not, and
-// bfloat16 (no streaming variant: it measured no faster, bench/analysis.md),
-// must take the ordinary kernels. ctest also
-// runs this suite at every CPU level of the fat library (cpu_level.*).
+// non-temporal store elsewhere faults — so shapes whose rows do not must take
+// the ordinary kernels. ctest also runs this suite at every CPU level of the
+// fat library (cpu_level.*).
 #include <gtest/gtest.h>
 
 #include "kernels.h"
