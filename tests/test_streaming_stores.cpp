@@ -226,6 +226,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, StreamingStores,
                                                              StreamCase{{3, 96, 2, 3}, Layout::NHWC, bf16, true},
                                                              StreamCase{{2, 16, 3, 3}, Layout::NHWC, bf16, false},
                                                              StreamCase{{2, 40, 5, 5}, Layout::NHWC, bf16, false},
+                                                             StreamCase{{2, 1600, 3, 5}, Layout::NHWC, bf16, true},
                                                              // one pass too (takes_one_pass), rows not on 64 bytes
                                                              StreamCase{{2, 6, 17, 17}, Layout::NCHW, f32, false}),
                                             ::testing::Values(Route::TwoPasses, Route::OnePass)),
