@@ -55,6 +55,15 @@ struct MaskView {
 halide_buffer_t* buffer(const BatchView& v) { return const_cast<halide_buffer_t*>(&v.buf); }
 halide_buffer_t* buffer(const BatchView* v) { return v ? buffer(*v) : nullptr; }
 
+// The kernel of `pipeline` that writes `out`: its streaming variant where
+// streaming_kernel_for allows one (`second` and `mask` as there), else the ordinary one.
+const KernelEntry& kernel_writing(const BatchView& out, Pipeline pipeline, Device device, Fusion fusion,
+                                  const halide_buffer_t* second = nullptr, const halide_buffer_t* mask = nullptr) {
+    if (const KernelEntry* streaming = streaming_kernel_for(out, pipeline, device, fusion, second, mask))
+        return *streaming;
+    return find_kernel(pipeline, device, out.dtype, out.kernel_layout, fusion);
+}
+
 // Several new C-vectors as rows of one allocation: one trip through the
 // block cache instead of one each, a visible part of a small call. (Each on
 // its own on OpenCL, whose buffers cannot be offset.)
@@ -177,10 +186,7 @@ void call_apply(const BatchView& x, const BatchView* addend, const ApplyConstant
     std::optional<MaskView> mv;
     if (mask) mv.emplace(*mask);
     const Fusion fusion = !mask ? Fusion::none : addend ? Fusion::add_relu : Fusion::relu;
-    const Device device = k.shift.device();
-    const KernelEntry* streaming =
-        streaming_kernel_for(y, Pipeline::apply, device, fusion, nullptr, mv ? &mv->buf : nullptr);
-    invoke(streaming ? *streaming : find_kernel(Pipeline::apply, device, x.dtype, x.kernel_layout, fusion),
+    invoke(kernel_writing(y, Pipeline::apply, k.shift.device(), fusion, nullptr, mv ? &mv->buf : nullptr),
            {{arg::x, buffer(x)},
             {arg::addend, buffer(addend)},
             {arg::shift, &shift.buf},
@@ -199,10 +205,7 @@ void call_train_forward(const BatchView& x, const BatchView* addend, const Tenso
     halide_scalar_value_t eps_value;
     eps_value.u.f64 = eps;
     const Fusion fusion = !mask ? Fusion::none : addend ? Fusion::add_relu : Fusion::relu;
-    const Device device = moments.device();
-    const KernelEntry* streaming =
-        streaming_kernel_for(y, Pipeline::train_forward, device, fusion, nullptr, mv ? &mv->buf : nullptr);
-    invoke(streaming ? *streaming : find_kernel(Pipeline::train_forward, device, x.dtype, x.kernel_layout, fusion),
+    invoke(kernel_writing(y, Pipeline::train_forward, moments.device(), fusion, nullptr, mv ? &mv->buf : nullptr),
            {{arg::x, buffer(x)},
             {arg::addend, buffer(addend)},
             {arg::weight, &w.buf},
@@ -273,9 +276,7 @@ void call_backward_apply(const BatchView& x, const BatchView& dy, const Tensor* 
     std::optional<MaskView> mv;
     if (mask) mv.emplace(*mask);
     const Fusion fusion = fusion_of(saved.activation, saved.has_addend);
-    const Device device = k.k_dy.device();
-    const KernelEntry* streaming = streaming_kernel_for(dx, Pipeline::backward_apply, device, fusion, buffer(daddend));
-    invoke(streaming ? *streaming : find_kernel(Pipeline::backward_apply, device, x.dtype, x.kernel_layout, fusion),
+    invoke(kernel_writing(dx, Pipeline::backward_apply, k.k_dy.device(), fusion, buffer(daddend)),
            {{arg::x, buffer(x)},
             {arg::dy, buffer(dy)},
             {arg::mask, mv ? &mv->buf : nullptr},
@@ -293,10 +294,8 @@ void call_train_backward(const BatchView& x, const BatchView& dy, const Tensor* 
     ChannelView shift(saved.shift, 1), offset(saved.offset, 1), w(weight, 1), invstd(saved.invstd, 1), s(sums, 2);
     std::optional<MaskView> mv;
     if (mask) mv.emplace(*mask);
-    const Fusion fusion = fusion_of(saved.activation, saved.has_addend);
-    const Device device = sums.device();
-    const KernelEntry* streaming = streaming_kernel_for(dx, Pipeline::train_backward, device, fusion, buffer(daddend));
-    invoke(streaming ? *streaming : find_kernel(Pipeline::train_backward, device, x.dtype, x.kernel_layout, fusion),
+    invoke(kernel_writing(dx, Pipeline::train_backward, sums.device(), fusion_of(saved.activation, saved.has_addend),
+                          buffer(daddend)),
            {{arg::x, buffer(x)},
             {arg::dy, buffer(dy)},
             {arg::mask, mv ? &mv->buf : nullptr},
