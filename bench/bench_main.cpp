@@ -394,6 +394,7 @@ int main(int argc, char** argv) {
 #endif
     benchmark::AddCustomContext("llc_bytes", std::to_string(static_cast<int64_t>(llc_bytes())));
     benchmark::AddCustomContext("bnforge_one_pass_limit_bytes", std::to_string(bnforge::one_pass_limit()));
+    benchmark::AddCustomContext("bnforge_one_pass_min_bytes", std::to_string(bnforge::one_pass_min_bytes()));
     for (auto& impl : implementations())
         if (!impl->notes().empty()) benchmark::AddCustomContext("notes_" + impl->name(), impl->notes());
 

@@ -23,7 +23,16 @@ size_t default_limit() {
 
 size_t gpu_default_limit() { return 48 * 1024; }
 
+// Half of the last-level cache, the streaming-store limit's reasoning seen
+// from the input side: a smaller x (and dy) was likely still cached when it
+// was written, and stays cached for a second pass.
+size_t default_min_bytes() {
+    const size_t llc = detail::last_level_cache_bytes();
+    return (llc > 0 ? llc : size_t{32} << 20) / 2;
+}
+
 detail::ByteLimit g_limit("BNFORGE_ONE_PASS_BYTES", &default_limit);
+detail::ByteLimit g_min_bytes("BNFORGE_ONE_PASS_MIN_BYTES", &default_min_bytes);
 detail::ByteLimit g_gpu_limit("BNFORGE_GPU_ONE_PASS_BYTES", &gpu_default_limit);
 
 }  // namespace
@@ -32,6 +41,8 @@ void set_gpu_one_pass_limit(std::optional<size_t> bytes) { g_gpu_limit.set(bytes
 size_t gpu_one_pass_limit() { return g_gpu_limit.get(); }
 void set_one_pass_limit(std::optional<size_t> bytes) { g_limit.set(bytes); }
 size_t one_pass_limit() { return g_limit.get(); }
+void set_one_pass_min_bytes(std::optional<size_t> bytes) { g_min_bytes.set(bytes); }
+size_t one_pass_min_bytes() { return g_min_bytes.get(); }
 
 namespace detail {
 
@@ -70,7 +81,12 @@ bool one_pass_fits(const BatchView& x, int tensors, Device device) {
     const int64_t positions = int64_t{b.dim[0].extent} * b.dim[2].extent;
     const size_t slab = static_cast<size_t>(positions) * b.type.bytes() * static_cast<size_t>(tensors);
     const int64_t threads = std::max(1, num_threads());
-    return slab <= one_pass_limit() && channels >= 2 * threads;
+    if (slab > one_pass_limit() || channels < 2 * threads) return false;
+    // Inputs that fit in the cache's share stay there for a second pass, and
+    // the two passes, parallel over the batch, were then as fast or faster
+    // (bench/analysis.md). A limit of SIZE_MAX forces one pass (tests).
+    const size_t reads = slab * static_cast<size_t>(channels);
+    return one_pass_limit() == SIZE_MAX || reads > one_pass_min_bytes();
 }
 
 }  // namespace detail

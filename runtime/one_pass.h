@@ -4,8 +4,9 @@
 // channel per parallel task: its statistics, then its outputs, re-reading the
 // channel's slab of the inputs from L2 instead of from memory. They pay off
 // while a slab fits comfortably in L2, rows are long enough to amortise the
-// per-channel work, and there are enough channels to keep every thread busy;
-// otherwise the two-pass pipelines, parallel over the batch, are used.
+// per-channel work, there are enough channels to keep every thread busy, and
+// the inputs are too large to stay cached for a second pass; otherwise the
+// two-pass pipelines, parallel over the batch, are used.
 #pragma once
 #include "kernels.h"
 

@@ -104,16 +104,21 @@ TEST(CpuCaches, MatchCpuidDeterministicLeaves) {
 
 TEST(CpuCaches, DefaultLimitsFollowThem) {
     set_one_pass_limit(123);
+    set_one_pass_min_bytes(789);
     set_streaming_store_limit(456);
     EXPECT_EQ(one_pass_limit(), 123u);
+    EXPECT_EQ(one_pass_min_bytes(), 789u);
     EXPECT_EQ(streaming_store_limit(), 456u);
     set_one_pass_limit(std::nullopt);
+    set_one_pass_min_bytes(std::nullopt);
     set_streaming_store_limit(std::nullopt);
-    if (std::getenv("BNFORGE_ONE_PASS_BYTES") || std::getenv("BNFORGE_STREAMING_STORE_BYTES"))
+    if (std::getenv("BNFORGE_ONE_PASS_BYTES") || std::getenv("BNFORGE_ONE_PASS_MIN_BYTES") ||
+        std::getenv("BNFORGE_STREAMING_STORE_BYTES"))
         GTEST_SKIP() << "a limit is set by the environment";
     if (detail::cpu_cache_bytes(2) == 0 || detail::last_level_cache_bytes() == 0)
         GTEST_SKIP() << "the CPU reports no cache size";
     EXPECT_EQ(one_pass_limit(), detail::cpu_cache_bytes(2) / 2);
+    EXPECT_EQ(one_pass_min_bytes(), detail::last_level_cache_bytes() / 2);
     EXPECT_EQ(streaming_store_limit(), detail::last_level_cache_bytes() / 2);
 }
 

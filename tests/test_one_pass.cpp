@@ -12,6 +12,8 @@
 
 #include <cstring>
 #include <limits>
+#include <optional>
+#include <random>
 
 using namespace bnforge;
 using namespace testutil;
@@ -86,5 +88,37 @@ std::vector<VariantCase> cases() {
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, OnePass, ::testing::ValuesIn(cases()), variant_name);
+
+// Under the default slab limit, the route follows the inputs' size: one pass
+// only when what it reads (x forward; x and dy backward) exceeds
+// one_pass_min_bytes(), whose default keeps these small tensors in two passes.
+TEST(OnePassRoute, InputsAboveTheMinimumOnly) {
+    const int previous_threads = set_num_threads(1);
+    const VariantCase tc{{2, 4, 16, 16}, DType::Float32, Layout::NCHW, Activation::Identity, false};
+    std::mt19937 rng(7);
+    const ref::Shape sh = ref_shape(tc.shape);
+    const Tensor x = tensor_from(random_batch(rng, sh), tc.shape);
+    const Tensor dy = tensor_from(random_batch(rng, sh, 0.3, 1.0), tc.shape);
+    const Tensor w = channel_tensor(random_vector(rng, sh.c, 1.0, 0.5));
+    const Tensor b = channel_tensor(random_vector(rng, sh.c, 0.0, 0.5));
+    const size_t bytes = x.nbytes();  // 8 KiB: read once forward, twice (x and dy) backward
+    struct Expected {
+        std::optional<size_t> min_bytes;
+        bool forward_one_pass, backward_one_pass;
+    };
+    for (const Expected& e : {Expected{std::nullopt, false, false}, Expected{bytes - 1, true, true},
+                              Expected{bytes, false, true}, Expected{2 * bytes, false, false}}) {
+        SCOPED_TRACE(e.min_bytes ? std::to_string(*e.min_bytes) + " bytes" : "default");
+        set_one_pass_min_bytes(e.min_bytes);
+        const TrainingRoute r = run_training_route(x, dy, w, b, tc, Tensor());
+        EXPECT_NE(r.forward_kernel.find(e.forward_one_pass ? "_train_forward_" : "_apply_"), std::string::npos)
+            << r.forward_kernel;
+        EXPECT_NE(r.backward_kernel.find(e.backward_one_pass ? "_train_backward_" : "_backward_apply_"),
+                  std::string::npos)
+            << r.backward_kernel;
+    }
+    set_one_pass_min_bytes(std::nullopt);
+    set_num_threads(previous_threads);
+}
 
 }  // namespace

@@ -18,12 +18,22 @@ int num_threads();
 
 // Training forward and backward run in one pass over memory — a channel
 // block's statistics, then its outputs while its slab is still in L2 — when
-// that slab (x, plus dy for backward) fits in this many bytes and there are at
-// least two blocks per thread; otherwise in two passes parallel over the batch.
-// Both give the same results. Default: half the L2 cache. 0 forces two passes.
+// that slab (x, plus dy for backward) fits in this many bytes, there are at
+// least two blocks per thread and the inputs are larger than
+// one_pass_min_bytes(); otherwise in two passes parallel over the batch.
+// Both give the same results. Default: half the L2 cache. 0 forces two passes;
+// SIZE_MAX one pass wherever the kernels apply, whatever the inputs' size.
 // BNFORGE_ONE_PASS_BYTES=<bytes> sets it for a whole process; nullopt restores the default.
 void set_one_pass_limit(std::optional<size_t> bytes);
 size_t one_pass_limit();
+
+// The one-pass route's other bound: inputs (x, plus dy for backward) of at
+// most this many bytes take two passes, since the second pass finds them in
+// the cache. Default: half the last-level cache; 0 removes the bound.
+// BNFORGE_ONE_PASS_MIN_BYTES=<bytes> sets it for a whole process; nullopt
+// restores the default.
+void set_one_pass_min_bytes(std::optional<size_t> bytes);
+size_t one_pass_min_bytes();
 
 // The CPU kernels that write a batch output (y and the ReLU mask of eval and
 // training forward, dx and daddend of backward, in one pass or two; float32
