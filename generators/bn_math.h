@@ -14,7 +14,8 @@ namespace bnforge_gen {
 // sidesteps Halide 21's PTX bfloat16 conversion, which fails an LLVM assertion).
 Expr widen_to_float(const Expr& v);
 // A float32 value stored as `type`; bfloat16 rounded to nearest even on the
-// bits, as Halide lowers the cast on CPUs, so CPU and GPU store the same values.
+// bits, as Halide lowers the cast on CPUs, so CPU and GPU store the same
+// values, and every NaN as 0x7fc0 (as c10::BFloat16 rounds).
 Expr narrow_from_float(const Type& type, const Expr& v);
 
 // ---- elementwise ----

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "check.h"
 #include "kernels.h"
@@ -245,6 +246,36 @@ TEST(Errors, NanAndInfPropagateWithoutCrashing) {
     Tensor y = bn.forward(x);
     EXPECT_TRUE(std::isnan(y.item({1, 0, 2, 2})));  // channel 0's statistics are NaN, as in PyTorch
     EXPECT_TRUE(std::isfinite(y.item({1, 2, 2, 2})));  // channel 2 untouched
+}
+
+// Every NaN stays a NaN when rounded to bfloat16, whatever its payload: on the
+// bits, rounding a NaN whose mantissa is nearly all ones carries into the sign
+// or out of the word (0xffffffff + 0x8000 wraps to +0). Here a NaN weight
+// passes its payload to y and, through backward's coefficients, to dx.
+TEST(Errors, NanOfAnyPayloadStaysNanInBFloat16) {
+    std::mt19937 rng(3);
+    const std::vector<double> xv = random_batch(rng, ref_shape(kShape)), dyv = random_batch(rng, ref_shape(kShape));
+    for (const Layout layout : {Layout::NCHW, Layout::NHWC}) {
+        const Tensor x = tensor_from(xv, kShape, DType::BFloat16, layout);
+        const Tensor dy = tensor_from(dyv, kShape, DType::BFloat16, layout);
+        for (const uint32_t bits : {0x7fffffffu, 0xffffffffu, 0x7fff8000u, 0x7fc00000u}) {
+            for (const bool training : {true, false}) {
+                SCOPED_TRACE(std::string(to_string(layout)) + ", NaN bits " + std::to_string(bits) + (training ? ", train" : ", eval"));
+                BatchNorm2d bn(BatchNormOptions::pytorch(C).dtype(DType::BFloat16).layout(layout));
+                if (!training) bn.eval();
+                std::memcpy(&bn.weight().data<float>()[1], &bits, sizeof bits);  // channel 1's weight
+                const Tensor y = bn.forward(x);
+                EXPECT_TRUE(std::isnan(y.item({0, 1, 0, 0})));
+                EXPECT_TRUE(std::isnan(y.item({3, 1, 4, 5})));
+                EXPECT_TRUE(std::isfinite(y.item({0, 0, 0, 0})));  // channel 0 untouched
+                if (!training) continue;
+                const Tensor dx = bn.backward(dy);
+                EXPECT_TRUE(std::isnan(dx.item({0, 1, 0, 0})));
+                EXPECT_TRUE(std::isnan(dx.item({3, 1, 4, 5})));
+                EXPECT_TRUE(std::isfinite(dx.item({0, 0, 0, 0})));
+            }
+        }
+    }
 }
 
 }  // namespace
