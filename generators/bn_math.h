@@ -15,7 +15,8 @@ namespace bnforge_gen {
 Expr widen_to_float(const Expr& v);
 // A float32 value stored as `type`; bfloat16 rounded to nearest even on the
 // bits, as Halide lowers the cast on CPUs, so CPU and GPU store the same
-// values, and every NaN as 0x7fc0 (as c10::BFloat16 rounds).
+// values; a NaN truncated, so that it stays a NaN (c10::BFloat16 stores
+// 0x7fc0 for every NaN; the tests ask for a NaN, not which).
 Expr narrow_from_float(const Type& type, const Expr& v);
 
 // ---- elementwise ----
