@@ -22,6 +22,11 @@ Expr narrow_from_float(const Type& type, const Expr& v) {
     return reinterpret(BFloat(16), cast<uint16_t>(bits >> 16));
 }
 
+Expr narrow_exact(const Type& type, const Expr& v) {
+    if (!type.is_bfloat()) return cast(type, v);
+    return reinterpret(BFloat(16), cast<uint16_t>(reinterpret<uint32_t>(v) >> 16));
+}
+
 Expr centred(const Expr& x, const Expr& shift, const Expr& offset) { return strict_float((x - shift) - offset); }
 
 Expr normalized(const Expr& x, const Expr& shift, const Expr& offset, const Expr& scale, const Expr& beta,

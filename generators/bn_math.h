@@ -18,6 +18,9 @@ Expr widen_to_float(const Expr& v);
 // values; a NaN truncated, so that it stays a NaN (c10::BFloat16 stores
 // 0x7fc0 for every NaN; the tests ask for a NaN, not which).
 Expr narrow_from_float(const Type& type, const Expr& v);
+// A float32 value that `type` holds exactly (a widened input, or zero), stored
+// as `type`: bfloat16 by its top half, no rounding to pay for.
+Expr narrow_exact(const Type& type, const Expr& v);
 
 // ---- elementwise ----
 

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "check.h"
 #include "kernels.h"
@@ -250,31 +251,48 @@ TEST(Errors, NanAndInfPropagateWithoutCrashing) {
 
 // Every NaN stays a NaN when rounded to bfloat16, whatever its payload: on the
 // bits, rounding a NaN whose mantissa is nearly all ones carries into the sign
-// or out of the word (0xffffffff + 0x8000 wraps to +0). Here a NaN weight
-// passes its payload to y and, through backward's coefficients, to dx.
+// or out of the word (0xffffffff + 0x8000 wraps to +0). Here a NaN weight or
+// bias passes its payload to the per-channel constants of y and, for the
+// weight, of dx, by the two-pass kernels and (rows of 256) the one-pass ones.
 TEST(Errors, NanOfAnyPayloadStaysNanInBFloat16) {
-    std::mt19937 rng(3);
-    const std::vector<double> xv = random_batch(rng, ref_shape(kShape)), dyv = random_batch(rng, ref_shape(kShape));
-    for (const Layout layout : {Layout::NCHW, Layout::NHWC}) {
-        const Tensor x = tensor_from(xv, kShape, DType::BFloat16, layout);
-        const Tensor dy = tensor_from(dyv, kShape, DType::BFloat16, layout);
-        for (const uint32_t bits : {0x7fffffffu, 0xffffffffu, 0x7fff8000u, 0x7fc00000u}) {
-            for (const bool training : {true, false}) {
-                SCOPED_TRACE(std::string(to_string(layout)) + ", NaN bits " + std::to_string(bits) + (training ? ", train" : ", eval"));
-                BatchNorm2d bn(BatchNormOptions::pytorch(C).dtype(DType::BFloat16).layout(layout));
-                if (!training) bn.eval();
-                std::memcpy(&bn.weight().data<float>()[1], &bits, sizeof bits);  // channel 1's weight
-                const Tensor y = bn.forward(x);
-                EXPECT_TRUE(std::isnan(y.item({0, 1, 0, 0})));
-                EXPECT_TRUE(std::isnan(y.item({3, 1, 4, 5})));
-                EXPECT_TRUE(std::isfinite(y.item({0, 0, 0, 0})));  // channel 0 untouched
-                if (!training) continue;
-                const Tensor dx = bn.backward(dy);
-                EXPECT_TRUE(std::isnan(dx.item({0, 1, 0, 0})));
-                EXPECT_TRUE(std::isnan(dx.item({3, 1, 4, 5})));
-                EXPECT_TRUE(std::isfinite(dx.item({0, 0, 0, 0})));
+    for (const std::vector<int64_t>& shape : {kShape, std::vector<int64_t>{2, C, 16, 16}}) {
+        std::mt19937 rng(3);
+        const std::vector<double> xv = random_batch(rng, ref_shape(shape)), dyv = random_batch(rng, ref_shape(shape));
+        const int64_t n = shape[0] - 1, h = shape[2] - 1, w = shape[3] - 1;
+        set_one_pass_limit(std::numeric_limits<size_t>::max());  // one pass where rows allow
+        const int threads = set_num_threads(1);                   // and C = 3 channels suffice
+        const bool one_pass_rows = shape[2] * shape[3] >= 256;
+        for (const Layout layout : {Layout::NCHW, Layout::NHWC}) {
+            const Tensor x = tensor_from(xv, shape, DType::BFloat16, layout);
+            const Tensor dy = tensor_from(dyv, shape, DType::BFloat16, layout);
+            for (const uint32_t bits : {0x7fffffffu, 0xffffffffu, 0x7fff8000u, 0x7fc00000u}) {
+                for (const bool in_weight : {true, false}) {
+                    for (const bool training : {true, false}) {
+                        SCOPED_TRACE(std::string(to_string(layout)) + ", rows of " + std::to_string(shape[2] * shape[3]) +
+                                     ", NaN bits " + std::to_string(bits) + (in_weight ? " in weight" : " in bias") +
+                                     (training ? ", train" : ", eval"));
+                        BatchNorm2d bn(BatchNormOptions::pytorch(C).dtype(DType::BFloat16).layout(layout));
+                        if (!training) bn.eval();
+                        Tensor& param = in_weight ? bn.weight() : bn.bias();
+                        std::memcpy(&param.data<float>()[1], &bits, sizeof bits);  // channel 1's
+                        const Tensor y = bn.forward(x);
+                        const bool one_pass = training && layout == Layout::NCHW && one_pass_rows;
+                        EXPECT_EQ(std::string(detail::last_invoked_kernel()->name).find("_train_forward_") != std::string::npos,
+                                  one_pass);
+                        EXPECT_TRUE(std::isnan(y.item({0, 1, 0, 0})));
+                        EXPECT_TRUE(std::isnan(y.item({n, 1, h, w})));
+                        EXPECT_TRUE(std::isfinite(y.item({0, 0, 0, 0})));  // channel 0 untouched
+                        if (!training || !in_weight) continue;
+                        const Tensor dx = bn.backward(dy);
+                        EXPECT_TRUE(std::isnan(dx.item({0, 1, 0, 0})));
+                        EXPECT_TRUE(std::isnan(dx.item({n, 1, h, w})));
+                        EXPECT_TRUE(std::isfinite(dx.item({0, 0, 0, 0})));
+                    }
+                }
             }
         }
+        set_one_pass_limit(std::nullopt);
+        set_num_threads(threads);
     }
 }
 
