@@ -11,15 +11,25 @@ Expr widen_to_float(const Expr& v) {
     return reinterpret<float>(cast<uint32_t>(reinterpret<uint16_t>(v)) << 16);
 }
 
-Expr narrow_from_float(const Type& type, const Expr& v) {
+Expr narrow_from_float(const Type& type, const Expr& v, NanPayloads nans) {
     if (!type.is_bfloat()) return cast(type, v);
     Expr bits = reinterpret<uint32_t>(strict_float(v));
-    // A NaN is truncated, not rounded: rounding would carry out of its payload
-    // (0xffffffff wraps to +0). NaNs from float arithmetic have the mantissa's
-    // top bit set, so truncated they stay NaN. A masked add, not a select
-    // after the narrowing, which costs the direct narrowing store.
-    bits = select(is_nan(v), bits, bits + (((bits >> 16) & 1) + 0x7fff));
+    Expr bias = ((bits >> 16) & 1) + 0x7fff;
+    // Where NaNs may carry low payload bits, a NaN is truncated: rounding would
+    // carry it into the sign or out of the word (0x7fffffff becomes -0).
+    bits = nans == NanPayloads::Possible ? select(is_nan(v), bits, bits + bias) : bits + bias;
     return reinterpret(BFloat(16), cast<uint16_t>(bits >> 16));
+}
+
+NanPayloads nan_payloads(const Target& target) {
+    return target.has_gpu_feature() ? NanPayloads::Possible : NanPayloads::None;
+}
+
+Expr channel_constant(const Expr& v) {
+    // Tested on the bits: Halide 21 lets LLVM assume float math yields no NaN
+    // and fold a float is_nan away.
+    Expr bits = reinterpret<uint32_t>(v);
+    return reinterpret<float>(select((bits & 0x7fffffff) > 0x7f800000, cast<uint32_t>(0x7fc00000), bits));
 }
 
 Expr narrow_exact(const Type& type, const Expr& v) {
@@ -115,18 +125,20 @@ Expr batch_variance(const Expr& m2, const Expr& count) {
 
 ApplyConstants apply_constants(const Expr& mean, const Expr& invstd, const Expr& weight, const Expr& bias) {
     Expr shift = cast<float>(mean);
-    return {strict_float(shift), strict_float(cast<float>(mean - cast<double>(shift))),
-            strict_float(cast<float>(cast<double>(weight) * invstd)), cast<float>(bias)};
+    return {channel_constant(strict_float(shift)),
+            channel_constant(strict_float(cast<float>(mean - cast<double>(shift)))),
+            channel_constant(strict_float(cast<float>(cast<double>(weight) * invstd))),
+            channel_constant(cast<float>(bias))};
 }
 
 GradCoefficients grad_coefficients(const Expr& weight, const Expr& invstd, const Expr& sum_dy,
                                    const Expr& sum_dy_xmu, const Expr& count, bool batch_statistics) {
     Expr scale = cast<double>(weight) * invstd;
     GradCoefficients k;
-    k.k_dy = strict_float(cast<float>(scale));
+    k.k_dy = channel_constant(strict_float(cast<float>(scale)));
     if (batch_statistics) {
-        k.k_xmu = strict_float(cast<float>(scale * invstd * invstd * sum_dy_xmu / count));
-        k.k_bias = strict_float(cast<float>(scale * sum_dy / count));
+        k.k_xmu = channel_constant(strict_float(cast<float>(scale * invstd * invstd * sum_dy_xmu / count)));
+        k.k_bias = channel_constant(strict_float(cast<float>(scale * sum_dy / count)));
     } else {
         k.k_xmu = k.k_bias = 0.0f;
     }

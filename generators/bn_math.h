@@ -13,11 +13,17 @@ namespace bnforge_gen {
 // A stored activation widened to float32 (bfloat16 by its bits: exact, and it
 // sidesteps Halide 21's PTX bfloat16 conversion, which fails an LLVM assertion).
 Expr widen_to_float(const Expr& v);
+// Whether a NaN reaching narrow_from_float may carry low payload bits. On a
+// CPU none does: the inputs are bfloat16 (no low bits), the per-channel
+// constants channel_constant's, the FPU's own NaN has none, and arithmetic
+// passes an operand's NaN on. PTX's arithmetic returns 0x7fffffff for any NaN.
+enum class NanPayloads { None, Possible };
+NanPayloads nan_payloads(const Target& target);
 // A float32 value stored as `type`; bfloat16 rounded to nearest even on the
 // bits, as Halide lowers the cast on CPUs, so CPU and GPU store the same
-// values; a NaN truncated, so that it stays a NaN (c10::BFloat16 stores
-// 0x7fc0 for every NaN; the tests ask for a NaN, not which).
-Expr narrow_from_float(const Type& type, const Expr& v);
+// values; NaNs stay NaN (with NanPayloads::Possible a NaN is truncated, not
+// rounded; c10::BFloat16 stores 0x7fc0, the tests ask for a NaN, not which).
+Expr narrow_from_float(const Type& type, const Expr& v, NanPayloads nans);
 // A float32 value that `type` holds exactly (a widened input, or zero), stored
 // as `type`: bfloat16 by its top half, no rounding to pay for.
 Expr narrow_exact(const Type& type, const Expr& v);
@@ -86,15 +92,19 @@ Expr inverse_std(const Expr& var, const Expr& eps);
 // (global) batch, which normalises nothing.
 Expr batch_variance(const Expr& m2, const Expr& count);
 
+// A per-channel float32 constant of the elementwise kernels, its NaNs made
+// float32's quiet NaN without payload (see NanPayloads).
+Expr channel_constant(const Expr& v);
+
 // What the apply pass takes: the mean as float32 shift + offset (mean − shift),
-// scale = γ·invstd and β, each rounded once from float64.
+// scale = γ·invstd and β, each rounded once from float64 (channel constants).
 struct ApplyConstants {
     Expr shift, offset, scale, beta;
 };
 ApplyConstants apply_constants(const Expr& mean, const Expr& invstd, const Expr& weight, const Expr& bias);
 
-// What the backward apply pass takes (float32) from the float64 sums over M
-// values: k_dy = γ·invstd, k_xmu = γ·invstd³·Σg(x − mean)/M,
+// What the backward apply pass takes (float32 channel constants) from the
+// float64 sums over M values: k_dy = γ·invstd, k_xmu = γ·invstd³·Σg(x − mean)/M,
 // k_bias = γ·invstd·Σg/M; with constant (running) statistics only k_dy.
 struct GradCoefficients {
     Expr k_dy, k_xmu, k_bias;

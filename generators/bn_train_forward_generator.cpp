@@ -49,14 +49,14 @@ public:
         // bn_apply's inputs as bn_forward_finalize forms them.
         Expr invstd = inverse_std(batch_variance(moments(ch)[1], count), eps);
         ApplyConstants k = apply_constants(moments(ch)[0], invstd, weight(ch), bias(ch));
-        coefficients(ch) = Tuple(k.shift, k.offset, k.scale);
+        coefficients(ch) = Tuple(k.shift, k.offset, k.scale, k.beta);
 
         // bn_apply
         Expr added = addend ? widen_to_float((*addend)(d0, d1, n)) : Expr();
         pre(d0, d1, n) = normalized(widen_to_float((*x)(d0, d1, n)), coefficients(ch)[0], coefficients(ch)[1],
-                                    coefficients(ch)[2], bias(ch), added);
+                                    coefficients(ch)[2], coefficients(ch)[3], added);
         Expr out = fusion == Fusion::none ? Expr(pre(d0, d1, n)) : relu(pre(d0, d1, n));
-        (*y)(d0, d1, n) = narrow_from_float(dtype, out);
+        (*y)(d0, d1, n) = narrow_from_float(dtype, out, nan_payloads(get_target()));
         if (mask) {
             bits = mask_bits(pre, d0, d1, m, x->dim(2).extent(), manual_schedule());
             (*mask)(d0, d1, m) = bits.func(d0, d1, m);

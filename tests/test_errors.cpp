@@ -251,9 +251,10 @@ TEST(Errors, NanAndInfPropagateWithoutCrashing) {
 
 // Every NaN stays a NaN when rounded to bfloat16, whatever its payload: on the
 // bits, rounding a NaN whose mantissa is nearly all ones carries into the sign
-// or out of the word (0xffffffff + 0x8000 wraps to +0). Here a NaN weight or
-// bias passes its payload to the per-channel constants of y and, for the
-// weight, of dx, by the two-pass kernels and (rows of 256) the one-pass ones.
+// or out of the word (0xffffffff + 0x8000 wraps to +0). Here a NaN weight,
+// bias or running mean passes its payload to the per-channel constants of y
+// and, for the weight, of dx, by the two-pass kernels and (rows of 256) the
+// one-pass ones.
 TEST(Errors, NanOfAnyPayloadStaysNanInBFloat16) {
     for (const std::vector<int64_t>& shape : {kShape, std::vector<int64_t>{2, C, 16, 16}}) {
         std::mt19937 rng(3);
@@ -266,14 +267,18 @@ TEST(Errors, NanOfAnyPayloadStaysNanInBFloat16) {
             const Tensor x = tensor_from(xv, shape, DType::BFloat16, layout);
             const Tensor dy = tensor_from(dyv, shape, DType::BFloat16, layout);
             for (const uint32_t bits : {0x7fffffffu, 0xffffffffu, 0x7fff8000u, 0x7fc00000u}) {
-                for (const bool in_weight : {true, false}) {
+                for (const char* where : {"weight", "bias", "running_mean"}) {
+                    const bool in_weight = where == std::string("weight");
                     for (const bool training : {true, false}) {
+                        if (training && where == std::string("running_mean")) continue;  // read in eval only
                         SCOPED_TRACE(std::string(to_string(layout)) + ", rows of " + std::to_string(shape[2] * shape[3]) +
-                                     ", NaN bits " + std::to_string(bits) + (in_weight ? " in weight" : " in bias") +
+                                     ", NaN bits " + std::to_string(bits) + " in " + where +
                                      (training ? ", train" : ", eval"));
                         BatchNorm2d bn(BatchNormOptions::pytorch(C).dtype(DType::BFloat16).layout(layout));
                         if (!training) bn.eval();
-                        Tensor& param = in_weight ? bn.weight() : bn.bias();
+                        Tensor& param = in_weight ? bn.weight()
+                                        : where == std::string("bias") ? bn.bias()
+                                                                       : bn.running_mean();
                         std::memcpy(&param.data<float>()[1], &bits, sizeof bits);  // channel 1's
                         const Tensor y = bn.forward(x);
                         const bool one_pass = training && layout == Layout::NCHW && one_pass_rows;
