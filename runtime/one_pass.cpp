@@ -23,16 +23,11 @@ size_t default_limit() {
 
 size_t gpu_default_limit() { return 48 * 1024; }
 
-// Half of the last-level cache, the streaming-store limit's reasoning seen
-// from the input side: a smaller x (and dy) was likely still cached when it
-// was written, and stays cached for a second pass.
-size_t default_min_bytes() {
-    const size_t llc = detail::last_level_cache_bytes();
-    return (llc > 0 ? llc : size_t{32} << 20) / 2;
-}
-
 detail::ByteLimit g_limit("BNFORGE_ONE_PASS_BYTES", &default_limit);
-detail::ByteLimit g_min_bytes("BNFORGE_ONE_PASS_MIN_BYTES", &default_min_bytes);
+// The streaming-store limit's reasoning seen from the input side: a smaller x
+// (and dy) was likely still cached when it was written, and stays cached for
+// a second pass.
+detail::ByteLimit g_min_bytes("BNFORGE_ONE_PASS_MIN_BYTES", &detail::half_last_level_cache_bytes);
 detail::ByteLimit g_gpu_limit("BNFORGE_GPU_ONE_PASS_BYTES", &gpu_default_limit);
 
 }  // namespace

@@ -13,12 +13,7 @@ namespace {
 
 // Half of the last-level cache: an output up to that size is likely still
 // cached when the next layer reads it, so it is written through the caches.
-size_t default_limit() {
-    const size_t llc = detail::last_level_cache_bytes();
-    return (llc > 0 ? llc : size_t{32} << 20) / 2;
-}
-
-detail::ByteLimit g_limit("BNFORGE_STREAMING_STORE_BYTES", &default_limit);
+detail::ByteLimit g_limit("BNFORGE_STREAMING_STORE_BYTES", &detail::half_last_level_cache_bytes);
 
 }  // namespace
 
