@@ -76,12 +76,13 @@ bool one_pass_fits(const BatchView& x, int tensors, Device device) {
     const int64_t positions = int64_t{b.dim[0].extent} * b.dim[2].extent;
     const size_t slab = static_cast<size_t>(positions) * b.type.bytes() * static_cast<size_t>(tensors);
     const int64_t threads = std::max(1, num_threads());
-    if (slab > one_pass_limit() || channels < 2 * threads) return false;
+    const size_t limit = one_pass_limit();
+    if (slab > limit || channels < 2 * threads) return false;
     // Inputs that fit in the cache's share stay there for a second pass, and
     // the two passes, parallel over the batch, were then as fast or faster
     // (bench/analysis.md). A limit of SIZE_MAX forces one pass (tests).
     const size_t reads = slab * static_cast<size_t>(channels);
-    return one_pass_limit() == SIZE_MAX || reads > one_pass_min_bytes();
+    return limit == SIZE_MAX || reads > one_pass_min_bytes();
 }
 
 }  // namespace detail
