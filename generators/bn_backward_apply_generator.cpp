@@ -64,11 +64,12 @@ public:
         // (Halide's compute_with cannot follow a specialization's split, so
         // with d_addend the rows of 2048 channels are not grouped.)
         const int channel_operands = daddend ? 0 : static_cast<int>(channel_inputs().size());
-        Var rows = schedule_rows_cpu(*dx, layout, d0, d1, n, dx->dim(0).extent(), vec, channel_operands);
+        const Expr rows = dx->dim(1).extent() * dx->dim(2).extent();
+        Var task_rows = schedule_rows_cpu(*dx, layout, d0, d1, n, dx->dim(0).extent(), rows, vec, channel_operands);
         if (daddend) {
             // Same loop nest as dx, so dy and the mask are read once.
-            schedule_rows_cpu(*daddend, layout, d0, d1, n, dx->dim(0).extent(), vec);
-            daddend->compute_with(Func(*dx), rows);
+            schedule_rows_cpu(*daddend, layout, d0, d1, n, dx->dim(0).extent(), rows, vec);
+            daddend->compute_with(Func(*dx), task_rows);
         }
     }
 

@@ -88,8 +88,11 @@ TaskRows split_rows_into_tasks(Func f, const Var& d0, const Var& d1, const Var& 
 }
 
 Var schedule_rows_cpu(Func f, Layout layout, const Var& d0, const Var& d1, const Var& n, const Expr& row_length,
-                      int vec, int channel_operands) {
-    const TaskRows task = split_rows_into_tasks(f, d0, d1, n, max(1, 16384 / max(row_length, 1)), vec);
+                      const Expr& rows, int vec, int channel_operands) {
+    const Expr length = max(row_length, 1);
+    const Expr largest = (kTaskBytes / f.type().bytes()) / length, least = kMinTaskValues / length;
+    const Expr rows_per_task = max(1, min(largest, max(rows / kMinTasks, least)));
+    const TaskRows task = split_rows_into_tasks(f, d0, d1, n, rows_per_task, vec);
     if (layout == Layout::NHWC && channel_operands > 0) {
         // Each vector of channel operands loaded once for kRowGroup rows
         // (see the header). The rows' data stay in memory order, so below the

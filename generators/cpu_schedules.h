@@ -32,8 +32,9 @@ TaskRows split_rows_into_tasks(Func f, const Var& d0, const Var& d1, const Var& 
                                int vec);
 
 // An elementwise output in memory order (d0, d1, n): each parallel task takes
-// whole d0 rows of several d1 of one n, enough to amortise the task overhead
-// when rows are short (NHWC with few channels). `channel_operands`: the
+// whole d0 rows of several d1 of one n: kTaskBytes of the output's type, less
+// where that would leave fewer than kMinTasks tasks (`rows`: the extent of d1
+// times that of n), but never under kMinTaskValues. `channel_operands`: the
 // float32 per-channel vectors each element reads (NHWC: shift, offset, ...,
 // as long as a row). When they come to kRowGroupOperandBytes per row, they no
 // longer stay in L1 beside the rows' data, and the loop takes kRowGroup rows
@@ -41,8 +42,14 @@ TaskRows split_rows_into_tasks(Func f, const Var& d0, const Var& d1, const Var& 
 // for compute_with.
 constexpr int kRowGroup = 8;
 constexpr int kRowGroupOperandBytes = 24 * 1024;  // half of a 48 KiB L1d
+// Rotated past the LLC, bfloat16 tasks of 32 KiB (the 16K values float32 tasks
+// had) ran 5-30% slower than tasks of 128 KiB, float32 ones up to 20%
+// (bench/analysis.md, "Tasks of 128 KiB").
+constexpr int kTaskBytes = 128 * 1024;
+constexpr int kMinTasks = 16;            // what 16K-value tasks gave an N=1 56x56x64 call
+constexpr int kMinTaskValues = 16 * 1024;  // the earlier size: a small call stays one task
 Var schedule_rows_cpu(Func f, Layout layout, const Var& d0, const Var& d1, const Var& n, const Expr& row_length,
-                      int vec, int channel_operands = 0);
+                      const Expr& rows, int vec, int channel_operands = 0);
 
 // schedule_rows_cpu for an output `f` and its ReLU mask (d0, d1, m), whose
 // `bits` are computed per mask vector: rows taken kMaskRows batch rows at a

@@ -69,6 +69,12 @@ std::vector<VariantCase> all_cases() {
         {2, 20, 5, 37},   // C not a multiple of any vector width, long odd rows
         {1, 3, 67, 71},   // S > the 4096-element chunk, N = 1
         {2, 1544, 3, 5},  // NHWC rows grouped per channel vector (cpu_schedules.h): a lane tail, 10-row tasks
+        // Elementwise tasks (schedule_rows_cpu) cut to leave kMinTasks: 7 rows
+        // of 61x67 (NCHW) or 766 of 40 channels (NHWC), each with a tail.
+        {3, 40, 61, 67},
+        // Tasks of kTaskBytes, with a tail: NCHW 3 (float32) or 6 (16-bit)
+        // rows of 97x103, NHWC 1170 or 2340 rows of 28 channels.
+        {5, 28, 97, 103},
     };
     std::vector<VariantCase> cases;
     for (const auto& shape : shapes)
@@ -77,6 +83,9 @@ std::vector<VariantCase> all_cases() {
                 for (int fusion = 0; fusion < 3; fusion++)
                     for (bool training : {true, false}) {
                         if (dt != DType::Float32 && fusion == 1) continue;  // keep the matrix modest
+                        if (shape.size() == 4 && shape[0] * shape[1] * shape[2] * shape[3] > 400000 &&
+                            (dt == DType::Float16 || fusion == 1))
+                            continue;  // the large shapes test task sizes: bf16 is float16's size
                         cases.push_back({shape, dt, l, fusion ? Activation::Relu : Activation::Identity, fusion == 2,
                                          training});
                     }
