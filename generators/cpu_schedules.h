@@ -42,11 +42,11 @@ TaskRows split_rows_into_tasks(Func f, const Var& d0, const Var& d1, const Var& 
 // for compute_with.
 constexpr int kRowGroup = 8;
 constexpr int kRowGroupOperandBytes = 24 * 1024;  // half of a 48 KiB L1d
-// Rotated past the LLC, bfloat16 tasks of 32 KiB (the 16K values float32 tasks
-// had) ran 5-30% slower than tasks of 128 KiB, float32 ones up to 20%
+// Rotated past the LLC, bfloat16 applies in tasks of 32 KiB (16K values, the
+// float32 size) took 5-15% longer than in tasks of 128 KiB; float32 was level
 // (bench/analysis.md, "Tasks of 128 KiB").
 constexpr int kTaskBytes = 128 * 1024;
-constexpr int kMinTasks = 16;            // what 16K-value tasks gave an N=1 56x56x64 call
+constexpr int kMinTasks = 16;              // about the 13 that 16K-value tasks gave 1x64x56x56
 constexpr int kMinTaskValues = 16 * 1024;  // the earlier size: a small call stays one task
 Var schedule_rows_cpu(Func f, Layout layout, const Var& d0, const Var& d1, const Var& n, const Expr& row_length,
                       const Expr& rows, int vec, int channel_operands = 0);
