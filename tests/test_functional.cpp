@@ -72,9 +72,9 @@ std::vector<VariantCase> all_cases() {
         // Elementwise tasks (schedule_rows_cpu) cut to leave kMinTasks: 7 rows
         // of 61x67 (NCHW) or 766 of 40 channels (NHWC), each with a tail.
         {3, 40, 61, 67},
-        // Tasks of kTaskBytes, with a tail: NCHW 3 (float32) or 6 (16-bit)
-        // rows of 97x103, NHWC 1170 or 2340 rows of 28 channels.
-        {5, 28, 97, 103},
+        // Tasks of kTaskBytes, with a tail: NCHW 10 (float32) or 20 (16-bit)
+        // rows of 53x59, NHWC 1170 or 2340 rows of 28 channels.
+        {12, 28, 53, 59},
     };
     std::vector<VariantCase> cases;
     for (const auto& shape : shapes)
