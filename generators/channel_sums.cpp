@@ -43,7 +43,8 @@ ChannelSums vector_channel_sums(const Func& terms, const Expr& spatial, const Ex
     Expr chunks = (vectors + per_chunk - 1) / per_chunk;
     Expr rows_per_group = Halide::max(1, max / spatial);
     Expr groups = (batch + rows_per_group - 1) / rows_per_group;
-    cs.pairs_per_task = Halide::max(1, 16384 / (rows_per_group * spatial));
+    cs.pair_values = rows_per_group * spatial;
+    cs.groups = groups;
 
     RDom r(0, lanes, 0, per_chunk, 0, rows_per_group, "chunk_sums_r");
     Expr vector = cs.k * per_chunk + r.y;
@@ -87,7 +88,8 @@ ChannelSums channel_sums(const Func& terms, const Expr& spatial, const Expr& bat
     Expr tail_start = full_chunks * chunk;
     Expr rows_per_group = group_rows ? Halide::max(1, max / spatial) : Expr(1);
     Expr groups = (batch + rows_per_group - 1) / rows_per_group;
-    cs.pairs_per_task = Halide::max(1, 16384 / (rows_per_group * spatial));
+    cs.pair_values = rows_per_group * spatial;
+    cs.groups = groups;
 
     auto chunk_sum = [&](Func& f, const char* name, const Expr& start, const Expr& extent, RVar& rvar,
                          std::optional<RVar>& rows) {

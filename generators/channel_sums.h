@@ -44,7 +44,8 @@ struct ChannelSums {
     // With lanes: a row's vectors in a chunk (between r_full and rows_full),
     // the last of which masks lanes and is peeled off the loop.
     std::optional<RVar> vectors_full;
-    Expr pairs_per_task;  // (channel, group) pairs per parallel task of a root schedule
+    Expr pair_values;     // values of x in one (channel, group) pair: a group's rows
+    Expr groups;          // groups per channel
     int lanes = 0;        // with lanes: the vector width rows are cut into
     Expr long_rows;       // with lanes: rows at least a vector long, so every lane is in use
     Var k{"k"}, c{"c"}, g{"g"};

@@ -2,7 +2,8 @@
 
 namespace bnforge_gen {
 
-void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec, const std::optional<LoopLevel>& at) {
+void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec, const std::optional<LoopLevel>& at,
+                               const Expr& channels, int input_bytes) {
     const bool root = !at;
     const LoopLevel level = at ? *at : LoopLevel::root();
     if (layout == Layout::NCHW) {
@@ -38,13 +39,14 @@ void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec, const st
         eighths.update().specialize(cs.long_rows);
         // A group can be the whole batch (rows of 49 at 7x7), so the tasks
         // run over (channel, group) pairs: each takes consecutive channels
-        // of one group, ~16K values, which are contiguous rows in memory.
+        // of one group, which are contiguous rows in memory, sized as the
+        // elementwise tasks are (kTaskBytes of x, see schedule_rows_cpu).
         if (root) {
             Var cg("cg"), task("task"), pairs("pairs");
-            f.update()
-                .fuse(cs.c, cs.g, cg)
-                .split(cg, task, pairs, cs.pairs_per_task, TailStrategy::GuardWithIf)
-                .parallel(task);
+            const Expr largest = (kTaskBytes / input_bytes) / cs.pair_values;
+            const Expr least = kMinTaskValues / cs.pair_values;
+            const Expr per_task = max(1, min(largest, max(channels * cs.groups / kMinTasks, least)));
+            f.update().fuse(cs.c, cs.g, cg).split(cg, task, pairs, per_task, TailStrategy::GuardWithIf).parallel(task);
         }
         cs.total.compute_at(level);
         return;

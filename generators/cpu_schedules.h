@@ -9,6 +9,13 @@
 
 namespace bnforge_gen {
 
+// Rotated past the LLC, bfloat16 applies in tasks of 32 KiB (16K values, the
+// float32 size) took 5-15% longer than in tasks of 128 KiB; float32 was level
+// (bench/analysis.md, "Tasks of 128 KiB").
+constexpr int kTaskBytes = 128 * 1024;
+constexpr int kMinTasks = 16;              // about the 13 that 16K-value tasks gave 1x64x56x56
+constexpr int kMinTaskValues = 16 * 1024;  // the earlier size: a small call stays one task
+
 // channel_sums vectorised (rfactor across lanes for NCHW, across channels for
 // NHWC); the float64 pass over chunks is O(C·N·S/chunk).
 //  - at root: the chunk sums run in parallel over the batch (the two-pass
@@ -18,8 +25,11 @@ namespace bnforge_gen {
 //    elementwise outputs re-read the same slab from cache.
 // Both orders add the same float32 values in the same order, so one-pass and
 // two-pass pipelines give bitwise identical statistics.
+// `channels` and `input_bytes` (the size of x's type) size a root schedule's
+// NCHW tasks; a schedule at a channel loop ignores them.
 void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec,
-                               const std::optional<LoopLevel>& at = std::nullopt);
+                               const std::optional<LoopLevel>& at = std::nullopt, const Expr& channels = Expr(),
+                               int input_bytes = 4);
 
 // Rows (d1, outer) of `f` cut into parallel tasks of up to `rows_per_task`
 // rows of d1 within one `outer`, each row vectorised along d0. Returns the
@@ -42,12 +52,6 @@ TaskRows split_rows_into_tasks(Func f, const Var& d0, const Var& d1, const Var& 
 // for compute_with.
 constexpr int kRowGroup = 8;
 constexpr int kRowGroupOperandBytes = 24 * 1024;  // half of a 48 KiB L1d
-// Rotated past the LLC, bfloat16 applies in tasks of 32 KiB (16K values, the
-// float32 size) took 5-15% longer than in tasks of 128 KiB; float32 was level
-// (bench/analysis.md, "Tasks of 128 KiB").
-constexpr int kTaskBytes = 128 * 1024;
-constexpr int kMinTasks = 16;              // about the 13 that 16K-value tasks gave 1x64x56x56
-constexpr int kMinTaskValues = 16 * 1024;  // the earlier size: a small call stays one task
 Var schedule_rows_cpu(Func f, Layout layout, const Var& d0, const Var& d1, const Var& n, const Expr& row_length,
                       const Expr& rows, int vec, int channel_operands = 0);
 
