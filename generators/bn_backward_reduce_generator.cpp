@@ -57,7 +57,7 @@ public:
 
     void schedule_cpu() {
         const int vec = natural_vector_size<float>();
-        schedule_channel_sums_cpu(channel, layout, vec, std::nullopt, x->dim(1).extent(), Type(dtype).bytes());
+        schedule_channel_sums_cpu(channel, layout, vec, x->dim(1).extent(), Type(dtype).bytes());
         sums.reorder(row, c).unroll(row);
         if (layout != Layout::NCHW) sums.vectorize(c, vec, TailStrategy::GuardWithIf);
     }

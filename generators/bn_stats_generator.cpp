@@ -41,7 +41,7 @@ public:
     void schedule_cpu() {
         const int vec = natural_vector_size<float>();
         shift.compute_root();
-        schedule_channel_sums_cpu(sums, layout, vec, std::nullopt, x->dim(1).extent(), Type(dtype).bytes());
+        schedule_channel_sums_cpu(sums, layout, vec, x->dim(1).extent(), Type(dtype).bytes());
         moments.reorder(row, c).unroll(row);
         if (layout != Layout::NCHW) {
             // Channels are contiguous in x: the shift's samples load as vectors.

@@ -2,8 +2,17 @@
 
 namespace bnforge_gen {
 
-void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec, const std::optional<LoopLevel>& at,
-                               const Expr& channels, int input_bytes) {
+Expr units_per_task(const Expr& units, const Expr& unit_values, int value_bytes) {
+    const Expr largest = (kTaskBytes / value_bytes) / unit_values, least = kMinTaskValues / unit_values;
+    return max(1, min(largest, max(units / kMinTasks, least)));
+}
+
+namespace {
+
+// Both entry points: `at` empty for root, where `channels` and `input_bytes`
+// size the NCHW tasks.
+void schedule_channel_sums(ChannelSums& cs, Layout layout, int vec, const std::optional<LoopLevel>& at,
+                           const Expr& channels, int input_bytes) {
     const bool root = !at;
     const LoopLevel level = at ? *at : LoopLevel::root();
     if (layout == Layout::NCHW) {
@@ -43,9 +52,7 @@ void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec, const st
         // elementwise tasks are (kTaskBytes of x, see schedule_rows_cpu).
         if (root) {
             Var cg("cg"), task("task"), pairs("pairs");
-            const Expr largest = (kTaskBytes / input_bytes) / cs.pair_values;
-            const Expr least = kMinTaskValues / cs.pair_values;
-            const Expr per_task = max(1, min(largest, max(channels * cs.groups / kMinTasks, least)));
+            const Expr per_task = units_per_task(channels * cs.groups, cs.pair_values, input_bytes);
             f.update().fuse(cs.c, cs.g, cg).split(cg, task, pairs, per_task, TailStrategy::GuardWithIf).parallel(task);
         }
         cs.total.compute_at(level);
@@ -75,6 +82,16 @@ void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec, const st
         cs.total.update(u).vectorize(cs.c, vec, TailStrategy::GuardWithIf);
 }
 
+}  // namespace
+
+void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec, const Expr& channels, int input_bytes) {
+    schedule_channel_sums(cs, layout, vec, std::nullopt, channels, input_bytes);
+}
+
+void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec, const LoopLevel& at) {
+    schedule_channel_sums(cs, layout, vec, at, Expr(), 0);
+}
+
 TaskRows split_rows_into_tasks(Func f, const Var& d0, const Var& d1, const Var& outer, const Expr& rows_per_task,
                                int vec) {
     // A task is a block of d1 within one `outer`: splitting (d1, outer)
@@ -91,9 +108,7 @@ TaskRows split_rows_into_tasks(Func f, const Var& d0, const Var& d1, const Var& 
 
 Var schedule_rows_cpu(Func f, Layout layout, const Var& d0, const Var& d1, const Var& n, const Expr& row_length,
                       const Expr& rows, int vec, int channel_operands) {
-    const Expr length = max(row_length, 1);
-    const Expr largest = (kTaskBytes / f.type().bytes()) / length, least = kMinTaskValues / length;
-    const Expr rows_per_task = max(1, min(largest, max(rows / kMinTasks, least)));
+    const Expr rows_per_task = units_per_task(rows, max(row_length, 1), f.type().bytes());
     const TaskRows task = split_rows_into_tasks(f, d0, d1, n, rows_per_task, vec);
     if (layout == Layout::NHWC && channel_operands > 0) {
         // Each vector of channel operands loaded once for kRowGroup rows

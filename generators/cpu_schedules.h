@@ -25,11 +25,15 @@ constexpr int kMinTaskValues = 16 * 1024;  // the earlier size: a small call sta
 //    elementwise outputs re-read the same slab from cache.
 // Both orders add the same float32 values in the same order, so one-pass and
 // two-pass pipelines give bitwise identical statistics.
-// `channels` and `input_bytes` (the size of x's type) size a root schedule's
-// NCHW tasks; a schedule at a channel loop ignores them.
-void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec,
-                               const std::optional<LoopLevel>& at = std::nullopt, const Expr& channels = Expr(),
-                               int input_bytes = 4);
+// At root, `channels` and `input_bytes` (the size of x's type) size the NCHW
+// tasks (units_per_task over (channel, group) pairs).
+void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec, const Expr& channels, int input_bytes);
+void schedule_channel_sums_cpu(ChannelSums& cs, Layout layout, int vec, const LoopLevel& at);
+
+// How many units of `unit_values` values of `value_bytes` one parallel task
+// takes out of `units`: kTaskBytes, less where that would leave fewer than
+// kMinTasks tasks, but never under kMinTaskValues values (and at least one).
+Expr units_per_task(const Expr& units, const Expr& unit_values, int value_bytes);
 
 // Rows (d1, outer) of `f` cut into parallel tasks of up to `rows_per_task`
 // rows of d1 within one `outer`, each row vectorised along d0. Returns the
@@ -42,9 +46,8 @@ TaskRows split_rows_into_tasks(Func f, const Var& d0, const Var& d1, const Var& 
                                int vec);
 
 // An elementwise output in memory order (d0, d1, n): each parallel task takes
-// whole d0 rows of several d1 of one n: kTaskBytes of the output's type, less
-// where that would leave fewer than kMinTasks tasks (`rows`: the extent of d1
-// times that of n), but never under kMinTaskValues. `channel_operands`: the
+// whole d0 rows of several d1 of one n, units_per_task of the `rows` (the
+// extent of d1 times that of n) in the output's type. `channel_operands`: the
 // float32 per-channel vectors each element reads (NHWC: shift, offset, ...,
 // as long as a row). When they come to kRowGroupOperandBytes per row, they no
 // longer stay in L1 beside the rows' data, and the loop takes kRowGroup rows
