@@ -78,6 +78,12 @@ bool one_pass_fits(const BatchView& x, int tensors, Device device) {
     const int64_t threads = std::max(1, num_threads());
     const size_t limit = one_pass_limit();
     if (slab > limit || channels < 2 * threads) return false;
+    // Half-precision inputs take two passes unless forced: the read that one
+    // pass saves is half as large, a channel's apply phase (widen, normalize,
+    // narrow) is no shorter, and a thread runs its channel's two phases back
+    // to back; two passes measured faster (bench/analysis.md, "Two passes
+    // for half-precision inputs").
+    if (b.type.bytes() < 4 && limit != SIZE_MAX) return false;
     // Inputs that fit in the cache's share stay there for a second pass, and
     // the two passes, parallel over the batch, were then as fast or faster
     // (bench/analysis.md). A limit of SIZE_MAX forces one pass (tests).

@@ -121,4 +121,33 @@ TEST(OnePassRoute, InputsAboveTheMinimumOnly) {
     set_num_threads(previous_threads);
 }
 
+// Half-precision inputs take two passes under any limit but SIZE_MAX, where
+// float32 of the same shape takes one.
+TEST(OnePassRoute, HalfPrecisionOnlyWhenForced) {
+    const int previous_threads = set_num_threads(1);
+    set_one_pass_min_bytes(0);
+    for (DType dtype : {DType::Float32, DType::Float16, DType::BFloat16}) {
+        const VariantCase tc{{2, 4, 16, 16}, dtype, Layout::NCHW, Activation::Identity, false};
+        std::mt19937 rng(11);
+        const ref::Shape sh = ref_shape(tc.shape);
+        const Tensor x = tensor_from(rounded(random_batch(rng, sh), tc.shape, dtype), tc.shape, dtype);
+        const Tensor dy = tensor_from(rounded(random_batch(rng, sh, 0.3, 1.0), tc.shape, dtype), tc.shape, dtype);
+        const Tensor w = channel_tensor(random_vector(rng, sh.c, 1.0, 0.5));
+        const Tensor b = channel_tensor(random_vector(rng, sh.c, 0.0, 0.5));
+        for (const std::optional<size_t> limit : {std::optional<size_t>{}, std::optional<size_t>{std::numeric_limits<size_t>::max()}}) {
+            SCOPED_TRACE(std::string(to_string(dtype)) + (limit ? ", forced" : ", default limit"));
+            set_one_pass_limit(limit);
+            const bool one_pass = dtype == DType::Float32 || limit;
+            const TrainingRoute r = run_training_route(x, dy, w, b, tc, Tensor());
+            EXPECT_NE(r.forward_kernel.find(one_pass ? "_train_forward_" : "_apply_"), std::string::npos)
+                << r.forward_kernel;
+            EXPECT_NE(r.backward_kernel.find(one_pass ? "_train_backward_" : "_backward_apply_"), std::string::npos)
+                << r.backward_kernel;
+        }
+    }
+    set_one_pass_limit(std::nullopt);
+    set_one_pass_min_bytes(std::nullopt);
+    set_num_threads(previous_threads);
+}
+
 }  // namespace

@@ -16,13 +16,14 @@ int set_num_threads(int threads);
 // The threads the kernels use now (resolving 0 to Halide's default).
 int num_threads();
 
-// Training forward and backward run in one pass over memory — a channel
-// block's statistics, then its outputs while its slab is still in L2 — when
-// that slab (x, plus dy for backward) fits in this many bytes, there are at
-// least two blocks per thread and the inputs are larger than
-// one_pass_min_bytes(); otherwise in two passes parallel over the batch.
-// Both give the same results. Default: half the L2 cache. 0 forces two passes;
-// SIZE_MAX one pass wherever the kernels apply, whatever the inputs' size.
+// Float32 training forward and backward run in one pass over memory — a
+// channel block's statistics, then its outputs while its slab is still in L2
+// — when that slab (x, plus dy for backward) fits in this many bytes, there
+// are at least two blocks per thread and the inputs are larger than
+// one_pass_min_bytes(); otherwise, and for float16 and bfloat16, in two passes
+// parallel over the batch. Both give the same results. Default: half the L2
+// cache. 0 forces two passes; SIZE_MAX one pass wherever the kernels apply,
+// whatever the inputs' size and type.
 // BNFORGE_ONE_PASS_BYTES=<bytes> sets it for a whole process; nullopt restores the default.
 void set_one_pass_limit(std::optional<size_t> bytes);
 size_t one_pass_limit();
