@@ -134,7 +134,8 @@ TEST(OnePassRoute, HalfPrecisionOnlyWhenForced) {
         const Tensor dy = tensor_from(rounded(random_batch(rng, sh, 0.3, 1.0), tc.shape, dtype), tc.shape, dtype);
         const Tensor w = channel_tensor(random_vector(rng, sh.c, 1.0, 0.5));
         const Tensor b = channel_tensor(random_vector(rng, sh.c, 0.0, 0.5));
-        for (const std::optional<size_t> limit : {std::optional<size_t>{}, std::optional<size_t>{std::numeric_limits<size_t>::max()}}) {
+        const std::optional<size_t> forced = std::numeric_limits<size_t>::max();
+        for (const std::optional<size_t> limit : {std::optional<size_t>{}, forced}) {
             SCOPED_TRACE(std::string(to_string(dtype)) + (limit ? ", forced" : ", default limit"));
             set_one_pass_limit(limit);
             const bool one_pass = dtype == DType::Float32 || limit;
