@@ -77,18 +77,19 @@ bool one_pass_fits(const BatchView& x, int tensors, Device device) {
     const size_t slab = static_cast<size_t>(positions) * b.type.bytes() * static_cast<size_t>(tensors);
     const int64_t threads = std::max(1, num_threads());
     const size_t limit = one_pass_limit();
+    const bool forced = limit == SIZE_MAX;  // one pass wherever the kernels apply (tests)
     if (slab > limit || channels < 2 * threads) return false;
     // Half-precision inputs take two passes unless forced: the read that one
     // pass saves is half as large, a channel's apply phase (widen, normalize,
     // narrow) is no shorter, and a thread runs its channel's two phases back
     // to back; two passes measured faster (bench/analysis.md, "Two passes
     // for half-precision inputs").
-    if (b.type.bytes() < 4 && limit != SIZE_MAX) return false;
+    if (b.type.bytes() < 4 && !forced) return false;
     // Inputs that fit in the cache's share stay there for a second pass, and
     // the two passes, parallel over the batch, were then as fast or faster
-    // (bench/analysis.md). A limit of SIZE_MAX forces one pass (tests).
+    // (bench/analysis.md).
     const size_t reads = slab * static_cast<size_t>(channels);
-    return limit == SIZE_MAX || reads > one_pass_min_bytes();
+    return forced || reads > one_pass_min_bytes();
 }
 
 }  // namespace detail
