@@ -25,14 +25,19 @@ inline TrainingRoute run_training_route(const Tensor& x, const Tensor& dy, const
     r.backward_kernel = detail::last_invoked_kernel()->name;
     return r;
 }
+// `r` ran the one-pass forward (train_forward) or the two-pass one (apply),
+// and likewise backward (train_backward or backward_apply).
+inline void expect_route(const TrainingRoute& r, bool forward_one_pass, bool backward_one_pass) {
+    EXPECT_NE(r.forward_kernel.find(forward_one_pass ? "_train_forward_" : "_apply_"), std::string::npos)
+        << r.forward_kernel;
+    EXPECT_NE(r.backward_kernel.find(backward_one_pass ? "_train_backward_" : "_backward_apply_"),
+              std::string::npos)
+        << r.backward_kernel;
+}
 // `two` ran the two-pass kernels; `one` the one-pass ones where `one_pass`, else the two passes too.
 inline void expect_routes(const TrainingRoute& two, const TrainingRoute& one, bool one_pass) {
-    EXPECT_NE(two.forward_kernel.find("_apply_"), std::string::npos) << two.forward_kernel;
-    EXPECT_NE(one.forward_kernel.find(one_pass ? "_train_forward_" : "_apply_"), std::string::npos)
-        << one.forward_kernel;
-    EXPECT_NE(two.backward_kernel.find("_backward_apply_"), std::string::npos) << two.backward_kernel;
-    EXPECT_NE(one.backward_kernel.find(one_pass ? "_train_backward_" : "_backward_apply_"), std::string::npos)
-        << one.backward_kernel;
+    expect_route(two, false, false);
+    expect_route(one, one_pass, one_pass);
 }
 
 }  // namespace testutil

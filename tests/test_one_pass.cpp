@@ -110,12 +110,7 @@ TEST(OnePassRoute, InputsAboveTheMinimumOnly) {
                               Expected{bytes, false, true}, Expected{2 * bytes, false, false}}) {
         SCOPED_TRACE(e.min_bytes ? std::to_string(*e.min_bytes) + " bytes" : "default");
         set_one_pass_min_bytes(e.min_bytes);
-        const TrainingRoute r = run_training_route(x, dy, w, b, tc, Tensor());
-        EXPECT_NE(r.forward_kernel.find(e.forward_one_pass ? "_train_forward_" : "_apply_"), std::string::npos)
-            << r.forward_kernel;
-        EXPECT_NE(r.backward_kernel.find(e.backward_one_pass ? "_train_backward_" : "_backward_apply_"),
-                  std::string::npos)
-            << r.backward_kernel;
+        expect_route(run_training_route(x, dy, w, b, tc, Tensor()), e.forward_one_pass, e.backward_one_pass);
     }
     set_one_pass_min_bytes(std::nullopt);
     set_num_threads(previous_threads);
@@ -139,11 +134,7 @@ TEST(OnePassRoute, HalfPrecisionOnlyWhenForced) {
             SCOPED_TRACE(std::string(to_string(dtype)) + (limit ? ", forced" : ", default limit"));
             set_one_pass_limit(limit);
             const bool one_pass = dtype == DType::Float32 || limit;
-            const TrainingRoute r = run_training_route(x, dy, w, b, tc, Tensor());
-            EXPECT_NE(r.forward_kernel.find(one_pass ? "_train_forward_" : "_apply_"), std::string::npos)
-                << r.forward_kernel;
-            EXPECT_NE(r.backward_kernel.find(one_pass ? "_train_backward_" : "_backward_apply_"), std::string::npos)
-                << r.backward_kernel;
+            expect_route(run_training_route(x, dy, w, b, tc, Tensor()), one_pass, one_pass);
         }
     }
     set_one_pass_limit(std::nullopt);
