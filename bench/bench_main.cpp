@@ -2,7 +2,7 @@
 // bandwidth floor, in one process, with the same threads for everyone.
 //
 //   bnforge_bench [--threads=N] [--cases=full|quick] [--regime=dram|cache]
-//                 [--impls=a,b,...] [Google Benchmark flags]
+//                 [--read-output] [--impls=a,b,...] [Google Benchmark flags]
 //
 // Per case (shape, layout, dtype): a copy of |x| into y (the floor's
 // bandwidth), then each op for each implementation. In the DRAM regime (the
@@ -10,7 +10,9 @@
 // times the last-level cache the CPU reports, so an iteration reads its data
 // from memory, not from what the previous iteration left in cache; in the
 // cache regime every iteration reuses one buffer, as a layer whose tensors
-// stay resident in the LLC would. Each (op, implementation) is checked once against the
+// stay resident in the LLC would. With --read-output every timed call (and
+// copy) is followed by a timed read of its main output, as the next layer's:
+// what a streaming store saves at the write, that read may pay again. Each (op, implementation) is checked once against the
 // float64 reference before it is timed; a failed check is reported, not timed.
 #include "bench_api.h"
 #include "cpu_caches.h"
@@ -41,6 +43,7 @@ struct Config {
     int threads = 2;
     bool quick = false;
     bool cache_regime = false;  // one buffer instead of inputs rotated past the LLC
+    bool read_output = false;   // each timed call followed by a read of its output
     std::set<std::string> impls;  // empty: all
 };
 Config g_config;
@@ -156,6 +159,18 @@ __attribute__((target("avx"))) void stream_copy(char* to, const char* from, size
 }
 #endif
 
+// Reads `bytes` at `p` on `threads` threads, as the next layer's first
+// touch of an output would (--read-output).
+void read_all(const void* p, size_t bytes, int threads) {
+    const auto* words = static_cast<const uint64_t*>(p);
+    const size_t n = bytes / sizeof(uint64_t);
+    uint64_t sum = 0;
+#pragma omp parallel for simd num_threads(threads) reduction(+ : sum) schedule(static)
+    for (size_t i = 0; i < n; i++) sum += words[i];
+    static volatile uint64_t sink;
+    sink = sum;
+}
+
 // The copy floor: |x| read and written by the faster, on this case, of
 // glibc's memcpy and a copy with non-temporal stores. Neither wins
 // everywhere: memcpy keeps a cache-resident copy in cache, while on Debian
@@ -202,11 +217,13 @@ void copy_floor(benchmark::State& st, Shape shape, bnforge::Layout layout, bnfor
     const bool streaming = chosen[key];
     int i = 0;
     for (auto _ : st) {
+        const int slot = i++ % data->slots;
         const auto t0 = std::chrono::steady_clock::now();
-        copy(i++ % data->slots, streaming);
+        copy(slot, streaming);
+        if (g_config.read_output) read_all(dst[slot].raw_data(), bytes, threads);
         st.SetIterationTime(seconds_since(t0));
     }
-    set_counters(st, 2.0 * static_cast<double>(bytes), shape, threads);
+    set_counters(st, (g_config.read_output ? 3.0 : 2.0) * static_cast<double>(bytes), shape, threads);
     st.counters["streaming_copy"] = streaming;
 }
 
@@ -243,16 +260,26 @@ void op_case(benchmark::State& st, CaseSpec spec, Implementation* impl, int thre
             for (int s = 0; s < data->slots; s++) runner->run(s);
         int i = 0;
         for (auto _ : st) {
+            const int slot = i++ % data->slots;
             const auto t0 = std::chrono::steady_clock::now();
-            runner->run(i++ % data->slots);
-            st.SetIterationTime(seconds_since(t0));
+            runner->run(slot);
+            double seconds = seconds_since(t0);
+            if (g_config.read_output) {
+                const Outputs out = runner->outputs(slot);  // views, untimed
+                const bnforge::Tensor& main = out.y.defined() ? out.y : out.dx;
+                const auto t1 = std::chrono::steady_clock::now();
+                read_all(main.raw_data(), main.nbytes(), threads);
+                seconds += seconds_since(t1);
+            }
+            st.SetIterationTime(seconds);
         }
     } catch (const std::exception& e) {
         st.SkipWithError(e.what());
         impl->set_num_threads(g_config.threads);
         return;
     }
-    set_counters(st, floor_bytes(spec, slab_fits(*data, spec.op)), spec.shape, threads);
+    const double output_read = g_config.read_output ? static_cast<double>(data->x[0].nbytes()) : 0;
+    set_counters(st, floor_bytes(spec, slab_fits(*data, spec.op)) + output_read, spec.shape, threads);
     if (is_bnforge(*impl) && (spec.op == Op::train_forward || spec.op == Op::fused_forward ||
                               spec.op == Op::relu_forward))
         st.counters["fused"] = runner->one_pass() ? 1 : 0;
@@ -358,6 +385,8 @@ int main(int argc, char** argv) {
             g_config.quick = false;
         } else if (a == "--regime=cache" || a == "--regime=dram") {
             g_config.cache_regime = a == "--regime=cache";
+        } else if (a == "--read-output") {
+            g_config.read_output = true;
         } else if (a.rfind("--impls=", 0) == 0) {
             std::stringstream list(a.substr(8));
             for (std::string name; std::getline(list, name, ',');) g_config.impls.insert(name);
@@ -387,6 +416,7 @@ int main(int argc, char** argv) {
     benchmark::AddCustomContext("cpu_model", cpu_model());
     benchmark::AddCustomContext("threads", std::to_string(g_config.threads));
     benchmark::AddCustomContext("regime", g_config.cache_regime ? "cache" : "dram");
+    benchmark::AddCustomContext("read_output", g_config.read_output ? "yes" : "no");
 #ifdef BNFORGE_BENCH_JEMALLOC
     benchmark::AddCustomContext("allocator", "jemalloc");
 #else
