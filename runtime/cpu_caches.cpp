@@ -50,9 +50,9 @@ size_t last_level_cache_bytes() {
     return 0;
 }
 
-size_t half_last_level_cache_bytes() {
+size_t last_level_cache_fraction(size_t divisor) {
     const size_t llc = last_level_cache_bytes();
-    return (llc > 0 ? llc : size_t{32} << 20) / 2;
+    return (llc > 0 ? llc : size_t{32} << 20) / divisor;
 }
 
 }  // namespace bnforge::detail

@@ -22,10 +22,9 @@ size_t cpu_cache_bytes(int level);
 // Bytes of the highest-level cache CPU 0 uses; 0 when none is reported.
 size_t last_level_cache_bytes();
 
-// Half of last_level_cache_bytes() (of 32 MiB where none is reported): a
-// tensor up to that size, just written, is likely still cached when it is read
-// next. The default of the streaming-store limit and the one-pass minimum.
-size_t half_last_level_cache_bytes();
+// last_level_cache_bytes() / divisor (of 32 MiB where none is reported): the
+// defaults of the streaming-store limit and the one-pass minimum.
+size_t last_level_cache_fraction(size_t divisor);
 
 // The sizes cpu_cache_bytes() reads, from a sysfs-shaped directory in one
 // pass: `cache_dir` holds index0, index1, … each with `level`, `type` and

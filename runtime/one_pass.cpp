@@ -24,10 +24,9 @@ size_t default_limit() {
 size_t gpu_default_limit() { return 48 * 1024; }
 
 detail::ByteLimit g_limit("BNFORGE_ONE_PASS_BYTES", &default_limit);
-// The streaming-store limit's reasoning seen from the input side: a smaller x
-// (and dy) was likely still cached when it was written, and stays cached for
-// a second pass.
-detail::ByteLimit g_min_bytes("BNFORGE_ONE_PASS_MIN_BYTES", &detail::half_last_level_cache_bytes);
+// Half of the last-level cache: a smaller x (and dy) was likely still cached
+// when it was written, and stays cached for a second pass.
+detail::ByteLimit g_min_bytes("BNFORGE_ONE_PASS_MIN_BYTES", [] { return detail::last_level_cache_fraction(2); });
 detail::ByteLimit g_gpu_limit("BNFORGE_GPU_ONE_PASS_BYTES", &gpu_default_limit);
 
 }  // namespace

@@ -11,9 +11,11 @@ namespace bnforge {
 
 namespace {
 
-// Half of the last-level cache: an output up to that size is likely still
-// cached when the next layer reads it, so it is written through the caches.
-detail::ByteLimit g_limit("BNFORGE_STREAMING_STORE_BYTES", &detail::half_last_level_cache_bytes);
+// A quarter of the last-level cache: a smaller output is likely still cached
+// when the next layer reads it, so it is written through the caches. With
+// that read timed (bnforge_bench --read-output), streaming won at outputs of
+// 12.8 MB on a 32 MiB L3 and lost at 3.2 MB (bench/analysis.md).
+detail::ByteLimit g_limit("BNFORGE_STREAMING_STORE_BYTES", [] { return detail::last_level_cache_fraction(4); });
 
 }  // namespace
 

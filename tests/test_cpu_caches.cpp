@@ -119,7 +119,7 @@ TEST(CpuCaches, DefaultLimitsFollowThem) {
         GTEST_SKIP() << "the CPU reports no cache size";
     EXPECT_EQ(one_pass_limit(), detail::cpu_cache_bytes(2) / 2);
     EXPECT_EQ(one_pass_min_bytes(), detail::last_level_cache_bytes() / 2);
-    EXPECT_EQ(streaming_store_limit(), detail::last_level_cache_bytes() / 2);
+    EXPECT_EQ(streaming_store_limit(), detail::last_level_cache_bytes() / 4);
 }
 
 }  // namespace

@@ -41,8 +41,8 @@ size_t one_pass_min_bytes();
 // and bfloat16, on x86) write it with streaming stores — whole cache lines,
 // not read first, not kept in the caches — when it has at least this many
 // bytes and its rows start on 64-byte boundaries. Same results either way.
-// Default: half the last-level cache (a smaller output is likely still cached
-// when the next layer reads it). 0 streams every such output; SIZE_MAX none.
+// Default: a quarter of the last-level cache (a smaller output is likely still
+// cached when the next layer reads it). 0 streams every such output; SIZE_MAX none.
 // BNFORGE_STREAMING_STORE_BYTES=<bytes> sets it for a whole process; nullopt
 // restores the default.
 void set_streaming_store_limit(std::optional<size_t> bytes);
