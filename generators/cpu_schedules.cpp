@@ -140,7 +140,7 @@ void schedule_masked_rows_cpu(Func f, Func mask, const MaskBits& bits, const Var
                               const Var& m, const Expr& row_length, int vec) {
     Var ni("ni");
     // Tasks sized as schedule_rows_cpu's, a unit being the kMaskRows rows of
-    // one mask row: against 16K values, bfloat16 took 0.88-1.02 of the time
+    // one mask row: against 16K values, bfloat16 took 0.88-1.03 of the time
     // (group medians), float32 0.90-1.00 (bench/analysis.md).
     const Expr batch = f.output_buffer().dim(2).extent();
     const Expr units = f.output_buffer().dim(1).extent() * ((batch + kMaskRows - 1) / kMaskRows);
