@@ -137,14 +137,13 @@ void compute_mask_bits_cpu(const MaskBits& b, Func mask, const Var& d0, int vec)
 }  // namespace
 
 void schedule_masked_rows_cpu(Func f, Func mask, const MaskBits& bits, const Var& d0, const Var& d1, const Var& n,
-                              const Var& m, const Expr& row_length, int vec) {
+                              const Var& m, int vec) {
     Var ni("ni");
     // Tasks sized as schedule_rows_cpu's, a unit being the kMaskRows rows of
-    // one mask row: against 16K values, bfloat16 took 0.88-1.03 of the time
-    // (group medians), float32 0.90-1.00 (bench/analysis.md).
-    const Expr batch = f.output_buffer().dim(2).extent();
-    const Expr units = f.output_buffer().dim(1).extent() * ((batch + kMaskRows - 1) / kMaskRows);
-    const Expr rows_per_task = units_per_task(units, max(kMaskRows * row_length, 1), f.type().bytes());
+    // one mask row (bench/analysis.md, "The masked apply in tasks of 128 KiB").
+    const OutputImageParam y = f.output_buffer();
+    const Expr units = y.dim(1).extent() * ((y.dim(2).extent() + kMaskRows - 1) / kMaskRows);
+    const Expr rows_per_task = units_per_task(units, max(kMaskRows * y.dim(0).extent(), 1), f.type().bytes());
     f.split(n, m, ni, kMaskRows, TailStrategy::GuardWithIf).reorder(d0, ni, d1, m);
     const Var rows = split_rows_into_tasks(f, d0, d1, m, rows_per_task, vec).rows;
     split_rows_into_tasks(mask, d0, d1, m, rows_per_task, vec);

@@ -61,9 +61,9 @@ Var schedule_rows_cpu(Func f, Layout layout, const Var& d0, const Var& d1, const
 // schedule_rows_cpu for an output `f` and its ReLU mask (d0, d1, m), whose
 // `bits` are computed per mask vector: rows taken kMaskRows batch rows at a
 // time, and each mask row computed right after the rows of f it packs, which
-// it re-reads from cache.
+// it re-reads from cache. `f` is a pipeline output, whose shape sizes the tasks.
 void schedule_masked_rows_cpu(Func f, Func mask, const MaskBits& bits, const Var& d0, const Var& d1, const Var& n,
-                              const Var& m, const Expr& row_length, int vec);
+                              const Var& m, int vec);
 
 // A one-pass pipeline's elementwise output `f` (NCHW, memory order d0, d1, n):
 // one parallel task per channel, its batch and spatial loops inside. Whatever
