@@ -145,9 +145,10 @@ void schedule_masked_rows_cpu(Func f, Func mask, const MaskBits& bits, const Var
     const Expr units = y.dim(1).extent() * ((y.dim(2).extent() + kMaskRows - 1) / kMaskRows);
     const Expr rows_per_task = units_per_task(units, max(kMaskRows * y.dim(0).extent(), 1), f.type().bytes());
     f.split(n, m, ni, kMaskRows, TailStrategy::GuardWithIf).reorder(d0, ni, d1, m);
-    const Var rows = split_rows_into_tasks(f, d0, d1, m, rows_per_task, vec).rows;
+    const TaskRows t = split_rows_into_tasks(f, d0, d1, m, rows_per_task, vec);
+    f.reorder(t.lanes, ni, d0).unroll(ni);
     split_rows_into_tasks(mask, d0, d1, m, rows_per_task, vec);
-    mask.compute_with(f, rows);
+    mask.compute_with(f, d0);
     compute_mask_bits_cpu(bits, mask, d0, vec);
 }
 

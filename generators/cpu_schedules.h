@@ -60,8 +60,9 @@ Var schedule_rows_cpu(Func f, Layout layout, const Var& d0, const Var& d1, const
 
 // schedule_rows_cpu for an output `f` and its ReLU mask (d0, d1, m), whose
 // `bits` are computed per mask vector: rows taken kMaskRows batch rows at a
-// time, and each mask row computed right after the rows of f it packs, which
-// it re-reads from cache. `f` is a pipeline output, whose shape sizes the tasks.
+// time, each vector of d0 for all kMaskRows rows (unrolled), then the mask
+// vector that packs them, whose inputs are still in L1. `f` is a pipeline
+// output, whose shape sizes the tasks.
 void schedule_masked_rows_cpu(Func f, Func mask, const MaskBits& bits, const Var& d0, const Var& d1, const Var& n,
                               const Var& m, int vec);
 
