@@ -144,6 +144,8 @@ void schedule_masked_rows_cpu(Func f, Func mask, const MaskBits& bits, const Var
     const OutputImageParam y = f.output_buffer();
     const Expr units = y.dim(1).extent() * ((y.dim(2).extent() + kMaskRows - 1) / kMaskRows);
     const Expr rows_per_task = units_per_task(units, max(kMaskRows * y.dim(0).extent(), 1), f.type().bytes());
+    // ni moves inside d1 so that d1's blocks and m are adjacent for the task
+    // fuse, then inside the vector loop once d0 is split.
     f.split(n, m, ni, kMaskRows, TailStrategy::GuardWithIf).reorder(d0, ni, d1, m);
     const TaskRows t = split_rows_into_tasks(f, d0, d1, m, rows_per_task, vec);
     f.reorder(t.lanes, ni, d0).unroll(ni);
