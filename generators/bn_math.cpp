@@ -1,5 +1,7 @@
 #include "bn_math.h"
 
+#include <cmath>
+
 namespace bnforge_gen {
 
 Expr at(const Func& f, Layout layout, const Expr& s, const Expr& c, const Expr& n) {
@@ -52,9 +54,22 @@ Expr input_grad(const Expr& g, const Expr& xmu, const Expr& k_dy, const Expr& k_
 
 Expr relu(const Expr& v) { return select(v < 0.0f, 0.0f, v); }
 
-MaskBits mask_bits(const Func& pre, const Var& d0, const Var& d1, const Var& m, const Expr& batch, bool predicated) {
+Expr stored_positive(const Type& type, const Expr& v) {
+    // Half the smallest subnormal: 2^-134 (bfloat16: 7 fraction bits, float32's
+    // exponent range, a float32 subnormal) and 2^-25 (float16); float32 is stored as is.
+    float limit = 0.0f;
+    if (type.is_bfloat()) {
+        limit = std::ldexp(1.0f, -134);
+    } else if (type.is_float() && type.bits() == 16) {
+        limit = std::ldexp(1.0f, -25);
+    }
+    return v > limit;
+}
+
+MaskBits mask_bits(const Func& pre, const Type& type, const Var& d0, const Var& d1, const Var& m, const Expr& batch,
+                   bool predicated) {
     // The row clamped in both forms: bounds inference does not see the predicate.
-    auto positive = [&](const Expr& row) { return pre(d0, d1, min(row, batch - 1)) > 0.0f; };
+    auto positive = [&](const Expr& row) { return stored_positive(type, pre(d0, d1, min(row, batch - 1))); };
     MaskBits b;
     if (!predicated) {
         Expr byte = cast<uint8_t>(0);

@@ -51,7 +51,7 @@ Expr relu(const Expr& v);
 // 8 leaves a partial byte, guarded by a scalar test on the row.
 
 // The mask of `pre` (memory order): bit k of byte (d0, d1, m) where
-// pre(d0, d1, 8m + k) > 0. `predicated` (the manual schedules): the bits are
+// pre(d0, d1, 8m + k) stored as `type` is above zero (stored_positive). `predicated` (the manual schedules): the bits are
 // an update over the byte's rows, each under a test that the row is in the
 // batch, so a batch under 8 evaluates only its real rows (the pure
 // expression over clamped rows evaluates all 8: a third of a BN+ReLU call at
@@ -63,7 +63,13 @@ struct MaskBits {
     Func func{"mask_bits"};
     RDom k;  // the byte's rows, when predicated
 };
-MaskBits mask_bits(const Func& pre, const Var& d0, const Var& d1, const Var& m, const Expr& batch, bool predicated);
+MaskBits mask_bits(const Func& pre, const Type& type, const Var& d0, const Var& d1, const Var& m, const Expr& batch,
+                   bool predicated);
+// Whether float32 `v` stored as `type` (narrow_from_float) is above zero,
+// without the rounding: v above half the type's smallest subnormal, the
+// largest value that rounds to zero (ties to even). A positive value that
+// rounds to zero is not positive: PyTorch's ReLU backward tests its rounded output.
+Expr stored_positive(const Type& type, const Expr& v);
 // Whether element (d0, d1, n) was positive.
 Expr mask_bit(const Func& mask, const Expr& d0, const Expr& d1, const Expr& n);
 

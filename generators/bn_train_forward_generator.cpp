@@ -58,7 +58,7 @@ public:
         Expr out = fusion == Fusion::none ? Expr(pre(d0, d1, n)) : relu(pre(d0, d1, n));
         (*y)(d0, d1, n) = narrow_from_float(dtype, out, nan_payloads(get_target()));
         if (mask) {
-            bits = mask_bits(pre, d0, d1, m, x->dim(2).extent(), manual_schedule());
+            bits = mask_bits(pre, dtype, d0, d1, m, x->dim(2).extent(), manual_schedule());
             (*mask)(d0, d1, m) = bits.func(d0, d1, m);
         }
 
