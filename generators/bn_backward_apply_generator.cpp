@@ -38,7 +38,7 @@ public:
         g(d0, d1, n) = gv;
         Expr xmu = centred(widen_to_float((*x)(d0, d1, n)), shift(c), offset(c));
         (*dx)(d0, d1, n) = narrow_from_float(dtype, input_grad(g(d0, d1, n), xmu, k_dy(c), k_xmu(c), k_bias(c)),
-                                             nan_payloads(get_target()));
+                                             narrowing(get_target()));
         if (daddend) (*daddend)(d0, d1, n) = narrow_exact(dtype, g(d0, d1, n));
 
         set_batch_estimates(*x, layout);

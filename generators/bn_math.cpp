@@ -13,18 +13,27 @@ Expr widen_to_float(const Expr& v) {
     return reinterpret<float>(cast<uint32_t>(reinterpret<uint16_t>(v)) << 16);
 }
 
-Expr narrow_from_float(const Type& type, const Expr& v, NanPayloads nans) {
+Expr narrow_from_float(const Type& type, const Expr& v, Narrowing how) {
     if (!type.is_bfloat()) return cast(type, v);
+    if (how == Narrowing::Native) {
+        // A call Halide vectorizes into its x86 runtime's vcvtne2ps2bf16x32
+        // (Halide 21 disabled its own pattern for the cast, halide/Halide#7219).
+        // Every narrowing here is vectorized; a scalar one would fail to link.
+        Expr bits = Internal::Call::make(UInt(16), "vcvtne2ps2bf16", {strict_float(v)}, Internal::Call::PureExtern);
+        return reinterpret(BFloat(16), bits);
+    }
     Expr bits = reinterpret<uint32_t>(strict_float(v));
     Expr bias = ((bits >> 16) & 1) + 0x7fff;
-    // Where NaNs may carry low payload bits, a NaN is truncated: rounding would
-    // carry it into the sign or out of the word (0x7fffffff becomes -0).
-    bits = nans == NanPayloads::Possible ? select(is_nan(v), bits, bits + bias) : bits + bias;
+    // Rounding a NaN with low payload bits would carry it into the sign or out of the word.
+    bits = how == Narrowing::ExactNanPayloads ? select(is_nan(v), bits, bits + bias) : bits + bias;
     return reinterpret(BFloat(16), cast<uint16_t>(bits >> 16));
 }
 
-NanPayloads nan_payloads(const Target& target) {
-    return target.has_gpu_feature() ? NanPayloads::Possible : NanPayloads::None;
+Narrowing narrowing(const Target& target) {
+    if (target.has_gpu_feature()) return Narrowing::ExactNanPayloads;
+    const bool bf16 = target.arch == Target::X86 &&
+                      (target.has_feature(Target::AVX512_Zen4) || target.has_feature(Target::AVX512_SapphireRapids));
+    return bf16 ? Narrowing::Native : Narrowing::Exact;
 }
 
 Expr channel_constant(const Expr& v) {
@@ -54,22 +63,23 @@ Expr input_grad(const Expr& g, const Expr& xmu, const Expr& k_dy, const Expr& k_
 
 Expr relu(const Expr& v) { return select(v < 0.0f, 0.0f, v); }
 
-Expr stored_positive(const Type& type, const Expr& v) {
-    // Half the smallest subnormal: 2^-134 (bfloat16: 7 fraction bits, float32's
-    // exponent range, a float32 subnormal) and 2^-25 (float16); float32 is stored as is.
+Expr stored_positive(const Type& type, const Expr& v, Narrowing how) {
+    // Exact: 2^-134 (bfloat16: float32's exponent range, 7 fraction bits; a
+    // float32 subnormal) or 2^-25 (float16). Native: the largest float32
+    // subnormal, 2^-126 less one float32 ulp. Float32 is stored as is.
     float limit = 0.0f;
     if (type.is_bfloat()) {
-        limit = std::ldexp(1.0f, -134);
+        limit = how == Narrowing::Native ? std::nextafter(std::ldexp(1.0f, -126), 0.0f) : std::ldexp(1.0f, -134);
     } else if (type.is_float() && type.bits() == 16) {
         limit = std::ldexp(1.0f, -25);
     }
     return v > limit;
 }
 
-MaskBits mask_bits(const Func& pre, const Type& type, const Var& d0, const Var& d1, const Var& m, const Expr& batch,
-                   bool predicated) {
+MaskBits mask_bits(const Func& pre, const Type& type, Narrowing how, const Var& d0, const Var& d1, const Var& m,
+                   const Expr& batch, bool predicated) {
     // The row clamped in both forms: bounds inference does not see the predicate.
-    auto positive = [&](const Expr& row) { return stored_positive(type, pre(d0, d1, min(row, batch - 1))); };
+    auto positive = [&](const Expr& row) { return stored_positive(type, pre(d0, d1, min(row, batch - 1)), how); };
     MaskBits b;
     if (!predicated) {
         Expr byte = cast<uint8_t>(0);

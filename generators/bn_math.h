@@ -13,17 +13,21 @@ namespace bnforge_gen {
 // A stored activation widened to float32 (bfloat16 by its bits: exact, and it
 // sidesteps Halide 21's PTX bfloat16 conversion, which fails an LLVM assertion).
 Expr widen_to_float(const Expr& v);
-// Whether a NaN reaching narrow_from_float may carry low payload bits. On a
-// CPU none does: the inputs are bfloat16 (no low bits), the per-channel
-// constants channel_constant's, the FPU's own NaN has none, and arithmetic
-// passes an operand's NaN on. PTX's arithmetic returns 0x7fffffff for any NaN.
-enum class NanPayloads { None, Possible };
-NanPayloads nan_payloads(const Target& target);
-// A float32 value stored as `type`; bfloat16 rounded to nearest even on the
-// bits, as Halide lowers the cast on CPUs, so CPU and GPU store the same
-// values; NaNs stay NaN (with NanPayloads::Possible a NaN is truncated, not
-// rounded; c10::BFloat16 stores 0x7fc0, the tests ask for a NaN, not which).
-Expr narrow_from_float(const Type& type, const Expr& v, NanPayloads nans);
+// How a kernel rounds float32 to bfloat16 (narrowing() picks it per target).
+// Exact: to nearest even on the bits, subnormals kept, as c10::BFloat16.
+// ExactNanPayloads: the same where a NaN may carry low payload bits (PTX's
+// arithmetic returns 0x7fffffff for any NaN), which are truncated instead of
+// rounded into the sign; on a CPU no NaN has them (bfloat16 inputs, the FPU's
+// own NaN, channel_constant's). Native: AVX512-BF16's vcvtne2ps2bf16, one
+// instruction for Exact's six; also to nearest even, but subnormal values
+// (below 2^-126) become ±0, as in oneDNN's kernels and in the GPU kernels,
+// whose float32 arithmetic flushes them.
+enum class Narrowing { Exact, ExactNanPayloads, Native };
+Narrowing narrowing(const Target& target);
+// A float32 value stored as `type`: bfloat16 as `how` says (Halide's own cast
+// would be Exact in six instructions everywhere), NaNs staying NaN
+// (c10::BFloat16 stores 0x7fc0; the tests ask for a NaN, not which).
+Expr narrow_from_float(const Type& type, const Expr& v, Narrowing how);
 // A float32 value that `type` holds exactly (a widened input, or zero), stored
 // as `type`: bfloat16 by its top half, no rounding to pay for.
 Expr narrow_exact(const Type& type, const Expr& v);
@@ -51,11 +55,12 @@ Expr relu(const Expr& v);
 // 8 leaves a partial byte, guarded by a scalar test on the row.
 
 // The mask of `pre` (memory order): bit k of byte (d0, d1, m) where
-// pre(d0, d1, 8m + k) stored as `type` is above zero (stored_positive). `predicated` (the manual schedules): the bits are
-// an update over the byte's rows, each under a test that the row is in the
-// batch, so a batch under 8 evaluates only its real rows (the pure
-// expression over clamped rows evaluates all 8: a third of a BN+ReLU call at
-// N = 1); the schedules compute `func` in the mask's vector or thread loop
+// pre(d0, d1, 8m + k) stored as `type` is above zero (stored_positive).
+// `predicated` (the manual schedules): the bits are an update over the
+// byte's rows, each under a test that the row is in the batch, so a batch
+// under 8 evaluates only its real rows (the pure expression over clamped
+// rows evaluates all 8: a third of a BN+ReLU call at N = 1); the schedules
+// compute `func` in the mask's vector or thread loop
 // (compute_mask_bits_cpu/_gpu), its rows `k` unrolled. Otherwise `func` is
 // that pure expression, for the autoschedulers: Anderson2021's schedule of
 // the update wrote wrong bits on PoCL (test_gpu_schedules).
@@ -63,13 +68,14 @@ struct MaskBits {
     Func func{"mask_bits"};
     RDom k;  // the byte's rows, when predicated
 };
-MaskBits mask_bits(const Func& pre, const Type& type, const Var& d0, const Var& d1, const Var& m, const Expr& batch,
-                   bool predicated);
+MaskBits mask_bits(const Func& pre, const Type& type, Narrowing how, const Var& d0, const Var& d1, const Var& m,
+                   const Expr& batch, bool predicated);
 // Whether float32 `v` stored as `type` (narrow_from_float) is above zero,
-// without the rounding: v above half the type's smallest subnormal, the
-// largest value that rounds to zero (ties to even). A positive value that
-// rounds to zero is not positive: PyTorch's ReLU backward tests its rounded output.
-Expr stored_positive(const Type& type, const Expr& v);
+// without the rounding: v above the largest value that rounds to zero —
+// half the type's smallest subnormal (ties to even), or the largest float32
+// subnormal under Narrowing::Native. A positive value that rounds to zero is
+// not positive: PyTorch's ReLU backward tests its own rounded output.
+Expr stored_positive(const Type& type, const Expr& v, Narrowing how);
 // Whether element (d0, d1, n) was positive.
 Expr mask_bit(const Func& mask, const Expr& d0, const Expr& d1, const Expr& n);
 
@@ -99,7 +105,7 @@ Expr inverse_std(const Expr& var, const Expr& eps);
 Expr batch_variance(const Expr& m2, const Expr& count);
 
 // A per-channel float32 constant of the elementwise kernels, its NaNs made
-// float32's quiet NaN without payload (see NanPayloads).
+// float32's quiet NaN without payload (see Narrowing).
 Expr channel_constant(const Expr& v);
 
 // What the apply pass takes: the mean as float32 shift + offset (mean − shift),

@@ -61,7 +61,7 @@ public:
         // bn_backward_apply
         Expr xmu = centred(widen_to_float((*x)(d0, d1, n)), shift(ch), offset(ch));
         Expr grad = input_grad(g(d0, d1, n), xmu, coefficients(ch)[0], coefficients(ch)[1], coefficients(ch)[2]);
-        (*dx)(d0, d1, n) = narrow_from_float(dtype, grad, nan_payloads(get_target()));
+        (*dx)(d0, d1, n) = narrow_from_float(dtype, grad, narrowing(get_target()));
         if (daddend) (*daddend)(d0, d1, n) = narrow_exact(dtype, g(d0, d1, n));
 
         set_batch_estimates(*x, layout);

@@ -37,8 +37,9 @@ std::atomic<int> g_last_rank{-1};
 std::atomic<bool> g_kernels_called{false};
 
 // Every CpuLevel's name, in enum order.
-const char* const kLevelNames[] = {"baseline",          "sse41", "avx2", "avx512_skylake", "avx512_sapphirerapids",
-                                   "arm_dot_prod_fp16", "sve2",  "rvv"};
+const char* const kLevelNames[] = {"baseline",    "sse41",       "avx2",
+                                   "avx512_skylake", "avx512_zen4", "avx512_sapphirerapids",
+                                   "arm_dot_prod_fp16", "sve2",     "rvv"};
 
 // This architecture's levels, worst first: the features a CPU needs for
 // each; the first one marks a sub-target as being of that level.
@@ -54,6 +55,8 @@ const LevelInfo kLevels[] = {
                       halide_target_feature_sse41}},
     {CpuLevel::AVX512Skylake, {halide_target_feature_avx512_skylake, halide_target_feature_avx2,
                                halide_target_feature_fma, halide_target_feature_f16c}},
+    {CpuLevel::AVX512Zen4, {halide_target_feature_avx512_zen4, halide_target_feature_avx2, halide_target_feature_fma,
+                            halide_target_feature_f16c}},
     {CpuLevel::AVX512SapphireRapids, {halide_target_feature_avx512_sapphirerapids, halide_target_feature_avx512_skylake,
                                       halide_target_feature_avx2, halide_target_feature_fma}},
 #elif defined(__aarch64__)
@@ -74,7 +77,7 @@ int rank_of(int count, const uint64_t* features) {
 #if defined(__x86_64__)
     // A custom target list may say plain "avx512"; it dispatches like the Skylake level.
     if (!has(count, features, halide_target_feature_avx512_sapphirerapids) &&
-        has(count, features, halide_target_feature_avx512))
+        !has(count, features, halide_target_feature_avx512_zen4) && has(count, features, halide_target_feature_avx512))
         return 3;  // AVX512Skylake's rank
 #endif
     for (int rank = kLevelCount - 1; rank > 0; rank--) {
@@ -187,10 +190,15 @@ std::optional<CpuLevel> last_cpu_level() {
     return kLevels[rank].level;
 }
 
-CpuLevel best_cpu_level() {
+CpuLevel best_cpu_level() { return best_cpu_level(kLevels[kLevelCount - 1].level); }
+
+CpuLevel best_cpu_level(CpuLevel at_most) {
+    const auto cap = rank_of_level(at_most);
+    BNF_CHECK(cap, "best_cpu_level: " << to_string(at_most) << " is not a level of this CPU architecture ("
+                                      << level_names() << ")");
     constexpr int words = (halide_target_feature_end + 63) / 64;
     int best = 0;
-    for (int rank = 1; rank < kLevelCount; rank++) {
+    for (int rank = 1; rank <= *cap; rank++) {
         uint64_t mask[words] = {};
         for (halide_target_feature_t f : kLevels[rank].needs) mask[f / 64] |= uint64_t(1) << (f % 64);
         if (halide_default_can_use_target_features(words, mask) && machine_runs(rank)) best = rank;

@@ -18,7 +18,7 @@ TEST(CpuLevel, DispatchRunsTheRequestedLevel) {
     const auto cap = max_cpu_level();
     if (!cap) GTEST_SKIP() << "runs under ctest with BNFORGE_MAX_CPU_LEVEL set";
     if (cpu_targets().size() < 2) GTEST_SKIP() << "single-target build (BNFORGE_CPU_TARGETS)";
-    const CpuLevel expected = std::min(*cap, best_cpu_level());
+    const CpuLevel expected = best_cpu_level(*cap);
     std::mt19937 rng(3);
     const std::vector<int64_t> shape{2, 5, 7, 9};
     const auto x = random_batch(rng, ref_shape(shape));
@@ -47,6 +47,7 @@ TEST(CpuLevel, TargetsListedBestFirst) {
 #endif
     }
     EXPECT_GE(static_cast<int>(best_cpu_level()), static_cast<int>(CpuLevel::Baseline));
+    EXPECT_EQ(best_cpu_level(CpuLevel::Baseline), CpuLevel::Baseline);
 }
 
 TEST(CpuLevel, LevelOfAnotherArchitectureIsAnError) {
@@ -55,6 +56,7 @@ TEST(CpuLevel, LevelOfAnotherArchitectureIsAnError) {
 #else
     const CpuLevel foreign = CpuLevel::AVX2;
 #endif
+    EXPECT_THROW(best_cpu_level(foreign), Error);
     try {
         set_max_cpu_level(foreign);
         FAIL() << "expected an Error";

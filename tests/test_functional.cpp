@@ -5,6 +5,7 @@
 
 #include "test_util.h"
 
+#include <cmath>
 #include <tuple>
 
 using namespace bnforge;
@@ -138,8 +139,8 @@ INSTANTIATE_TEST_SUITE_P(Batches, ReluMask,
 
 // In half precision the mask marks the outputs as stored: a positive
 // pre-activation that rounds to zero is not positive, as in PyTorch, whose
-// ReLU backward tests its own (rounded) output. A weight near the dtype's
-// smallest subnormal makes such outputs common; the batch of 11 a partial byte.
+// ReLU backward tests its own (rounded) output. Weights near the dtype's
+// smallest subnormal make such outputs common; the batch of 11 a partial byte.
 class ReluMaskHalf : public ::testing::TestWithParam<std::tuple<DType, Layout, bool>> {};
 
 std::string relu_mask_half_name(const ::testing::TestParamInfo<std::tuple<DType, Layout, bool>>& info) {
@@ -153,10 +154,12 @@ TEST_P(ReluMaskHalf, BitsAreTheStoredOutputsAboveZero) {
     std::mt19937 rng(91 + static_cast<int>(dtype));
     const ref::Shape sh = ref_shape(shape);
     const auto xv = rounded(random_batch(rng, sh), shape, dtype);
-    // Scales whose outputs straddle half the smallest subnormal (float16 2^-25,
-    // bfloat16 2^-134): some round to zero, some to a subnormal.
-    const double tiny = dtype == DType::Float16 ? 1e-7 : 1e-40;
-    const std::vector<double> w(sh.c, tiny), b(sh.c, 0.0);
+    // Weights falling channel by channel through the values that round to zero
+    // (float16 below 2^-25; bfloat16 below 2^-134, or 2^-126 where the AVX512-BF16
+    // levels flush subnormals), so that some outputs round to zero and some do not.
+    std::vector<double> w(sh.c), b(sh.c, 0.0);
+    for (int64_t c = 0; c < sh.c; c++)
+        w[c] = dtype == DType::Float16 ? 1e-5 * std::pow(10.0, -0.2 * c) : 1e-36 * std::pow(10.0, -0.3 * c);
     const auto rm = random_vector(rng, sh.c, 0.5, 1.0), rv = random_vector(rng, sh.c, 2.0, 1.0);
     const auto fwd = functional::batch_norm_forward(tensor_from(xv, shape, dtype, layout), channel_tensor(rm),
                                                     channel_tensor(rv), channel_tensor(w), channel_tensor(b),

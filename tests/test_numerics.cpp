@@ -4,6 +4,7 @@
 
 #include "test_util.h"
 
+#include <cmath>
 #include <limits>
 #include <string>
 
@@ -127,6 +128,43 @@ TEST(Numerics, HalfAndBFloat16WithinTheirRounding) {
             EXPECT_LE(ref::rel_error(values(dx), g.dx), dtype_tolerance(dt)) << to_string(dt);
             EXPECT_LE(ref::rel_error(values(bn.weight_grad()), g.dweight), 1e-5) << to_string(dt);
         }
+    }
+}
+
+// bfloat16 outputs below float32's smallest normal (2^-126): rounded exactly
+// (to a bfloat16 subnormal, as c10::BFloat16) at the levels that narrow on the
+// bits, flushed to ±0 at the AVX512-BF16 levels, whose vcvtne2ps2bf16 treats
+// subnormal inputs as zero (oneDNN's kernels store the same). Run at every
+// level by the cpu_level.* tests.
+TEST(Numerics, BFloat16SubnormalOutputsPerLevel) {
+    const std::vector<int64_t> shape{8, 4, 6, 10};
+    const ref::Shape sh = ref_shape(shape);
+    for (Layout l : {Layout::NCHW, Layout::NHWC}) {
+        std::mt19937 rng(13);
+        const auto x = rounded(random_batch(rng, sh), shape, DType::BFloat16);
+        // |y| = 1e-39·|x̂|: subnormal up to |x̂| = 11, above bfloat16's rounding to zero (2^-134) from |x̂| = 0.05.
+        const std::vector<double> w(sh.c, 1e-39), b(sh.c, 0.0), unused(sh.c, 1.0);
+        const auto fwd = functional::batch_norm_forward(
+            tensor_from(x, shape, DType::BFloat16, l), channel_tensor(unused), channel_tensor(unused),
+            channel_tensor(w), channel_tensor(b), true, 1e-5, functional::Activation::Identity, nullptr);
+        const auto level = last_cpu_level();
+        ASSERT_TRUE(level.has_value());
+        const bool flushes = *level == CpuLevel::AVX512Zen4 || *level == CpuLevel::AVX512SapphireRapids;
+        const auto expect = ref::forward(x, sh, w, b, true, {}, {}, 1e-5);
+        const auto y = values(fwd.result.y);
+        int64_t checked = 0;
+        for (size_t i = 0; i < y.size(); i++) {
+            const double r = expect.y[i];
+            if (std::fabs(r) < std::ldexp(1.0, -132) || std::fabs(r) > std::ldexp(1.0, -127)) continue;
+            checked++;
+            if (flushes) {
+                ASSERT_EQ(y[i], 0.0) << "at " << i << ", level " << to_string(*level) << ", reference " << r;
+            } else {  // within half a bfloat16 subnormal step (2^-133), plus float32's own rounding
+                ASSERT_LE(std::fabs(y[i] - r), std::ldexp(1.0, -133) * 1.01)
+                    << "at " << i << ", level " << to_string(*level) << ", reference " << r;
+            }
+        }
+        EXPECT_GT(checked, static_cast<int64_t>(y.size() / 4)) << to_string(l);
     }
 }
 

@@ -97,11 +97,23 @@ std::vector<std::string> kernel_schedules(Device device);  // those with kernels
 // level (BNFORGE_CPU_TARGETS), chosen per call by Halide's runtime dispatch
 // as the best the CPU supports.
 // The instruction-set levels of the fat CPU library, each architecture's
-// worst first: x86-64 Baseline < SSE41 < AVX2 < AVX512Skylake <
+// worst first: x86-64 Baseline < SSE41 < AVX2 < AVX512Skylake < AVX512Zen4
+// (AVX512-BF16 without Sapphire Rapids' FP16/AMX: AMD Zen 4 and 5) <
 // AVX512SapphireRapids; aarch64 Baseline (NEON) < ArmDotProdFp16 < Sve2
 // (at the width it was compiled for); riscv64 Baseline < Rvv (likewise).
-enum class CpuLevel { Baseline, SSE41, AVX2, AVX512Skylake, AVX512SapphireRapids, ArmDotProdFp16, Sve2, Rvv };
-// "baseline", "sse41", "avx2", "avx512_skylake", "avx512_sapphirerapids", "arm_dot_prod_fp16", "sve2", "rvv"
+enum class CpuLevel {
+    Baseline,
+    SSE41,
+    AVX2,
+    AVX512Skylake,
+    AVX512Zen4,
+    AVX512SapphireRapids,
+    ArmDotProdFp16,
+    Sve2,
+    Rvv
+};
+// "baseline", "sse41", "avx2", "avx512_skylake", "avx512_zen4", "avx512_sapphirerapids", "arm_dot_prod_fp16",
+// "sve2", "rvv"
 const char* to_string(CpuLevel);
 // Caps the level dispatch may choose (std::nullopt: no cap; a level of another
 // architecture is an Error), for tests and
@@ -114,8 +126,11 @@ std::optional<CpuLevel> max_cpu_level();
 // The level dispatch chose for the kernels run so far; std::nullopt before
 // any kernel call, or when the build has a single target.
 std::optional<CpuLevel> last_cpu_level();
-// The best level this CPU supports.
+// The best level this CPU supports; with `at_most`, the best one not above it
+// (what dispatch runs under that cap: on some CPUs a level's features are not
+// a superset of the one below, so this need not be min(at_most, best)).
 CpuLevel best_cpu_level();
+CpuLevel best_cpu_level(CpuLevel at_most);  // Error for a level of another architecture
 // The Halide targets the CPU kernels were compiled for, best first.
 std::vector<std::string> cpu_targets();
 
