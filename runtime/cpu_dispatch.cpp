@@ -37,9 +37,8 @@ std::atomic<int> g_last_rank{-1};
 std::atomic<bool> g_kernels_called{false};
 
 // Every CpuLevel's name, in enum order.
-const char* const kLevelNames[] = {"baseline",    "sse41",       "avx2",
-                                   "avx512_skylake", "avx512_zen4", "avx512_sapphirerapids",
-                                   "arm_dot_prod_fp16", "sve2",     "rvv"};
+const char* const kLevelNames[] = {"baseline", "sse41", "avx2", "avx512_skylake", "avx512_zen4",
+                                   "avx512_sapphirerapids", "arm_dot_prod_fp16", "sve2", "rvv"};
 
 // This architecture's levels, worst first: the features a CPU needs for
 // each; the first one marks a sub-target as being of that level.

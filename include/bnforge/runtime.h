@@ -98,7 +98,7 @@ std::vector<std::string> kernel_schedules(Device device);  // those with kernels
 // as the best the CPU supports.
 // The instruction-set levels of the fat CPU library, each architecture's
 // worst first: x86-64 Baseline < SSE41 < AVX2 < AVX512Skylake < AVX512Zen4
-// (AVX512-BF16 without Sapphire Rapids' FP16/AMX: AMD Zen 4 and 5) <
+// (AVX512-BF16 on AMD Zen 4 and 5, which Halide does not grant the next) <
 // AVX512SapphireRapids; aarch64 Baseline (NEON) < ArmDotProdFp16 < Sve2
 // (at the width it was compiled for); riscv64 Baseline < Rvv (likewise).
 enum class CpuLevel {
