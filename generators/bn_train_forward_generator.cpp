@@ -56,10 +56,11 @@ public:
         pre(d0, d1, n) = normalized(widen_to_float((*x)(d0, d1, n)), coefficients(ch)[0], coefficients(ch)[1],
                                     coefficients(ch)[2], coefficients(ch)[3], added);
         Expr out = fusion == Fusion::none ? Expr(pre(d0, d1, n)) : relu(pre(d0, d1, n));
-        (*y)(d0, d1, n) = narrow_from_float(dtype, out, narrowing(get_target()));
+        // The mask's limit follows the narrowing y is stored with.
+        const Narrowing how = narrowing(get_target());
+        (*y)(d0, d1, n) = narrow_from_float(dtype, out, how);
         if (mask) {
-            bits = mask_bits(pre, dtype, narrowing(get_target()), d0, d1, m, x->dim(2).extent(),
-                             manual_schedule());
+            bits = mask_bits(pre, dtype, how, d0, d1, m, x->dim(2).extent(), manual_schedule());
             (*mask)(d0, d1, m) = bits.func(d0, d1, m);
         }
 

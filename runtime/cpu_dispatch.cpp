@@ -149,17 +149,19 @@ std::optional<int> parse_rank(const std::string& name) {
     return std::nullopt;
 }
 
-std::optional<int> rank_of_level(CpuLevel level) {
-    for (int rank = 0; rank < kLevelCount; rank++) {
-        if (kLevels[rank].level == level) return rank;
-    }
-    return std::nullopt;
-}
-
 std::string level_names() {
     std::string out;
     for (const LevelInfo& info : kLevels) out += std::string(out.empty() ? "" : ", ") + to_string(info.level);
     return out;
+}
+
+// The rank of `level` on this architecture; an Error naming `caller` for a level of another.
+int checked_rank(CpuLevel level, const char* caller) {
+    int rank = 0;
+    while (rank < kLevelCount && kLevels[rank].level != level) rank++;
+    BNF_CHECK(rank < kLevelCount, caller << ": " << to_string(level) << " is not a level of this CPU architecture ("
+                                         << level_names() << ")");
+    return rank;
 }
 
 }  // namespace
@@ -168,12 +170,10 @@ const char* to_string(CpuLevel level) { return kLevelNames[static_cast<int>(leve
 
 void set_max_cpu_level(std::optional<CpuLevel> level) {
     detail::install_halide_hooks();
-    const auto rank = level ? rank_of_level(*level) : std::optional<int>(-1);
-    BNF_CHECK(rank, "set_max_cpu_level: " << to_string(*level) << " is not a level of this CPU architecture ("
-                                          << level_names() << ")");
+    const int rank = level ? checked_rank(*level, "set_max_cpu_level") : -1;
     BNF_CHECK(!g_kernels_called.load(), "set_max_cpu_level: must be called before the first kernel runs (Halide's "
                                         "multi-target dispatch is decided once per kernel); or set BNFORGE_MAX_CPU_LEVEL");
-    g_max_rank.store(*rank, std::memory_order_relaxed);
+    g_max_rank.store(rank, std::memory_order_relaxed);
 }
 
 std::optional<CpuLevel> max_cpu_level() {
@@ -192,12 +192,10 @@ std::optional<CpuLevel> last_cpu_level() {
 CpuLevel best_cpu_level() { return best_cpu_level(kLevels[kLevelCount - 1].level); }
 
 CpuLevel best_cpu_level(CpuLevel at_most) {
-    const auto cap = rank_of_level(at_most);
-    BNF_CHECK(cap, "best_cpu_level: " << to_string(at_most) << " is not a level of this CPU architecture ("
-                                      << level_names() << ")");
+    const int cap = checked_rank(at_most, "best_cpu_level");
     constexpr int words = (halide_target_feature_end + 63) / 64;
     int best = 0;
-    for (int rank = 1; rank <= *cap; rank++) {
+    for (int rank = 1; rank <= cap; rank++) {
         uint64_t mask[words] = {};
         for (halide_target_feature_t f : kLevels[rank].needs) mask[f / 64] |= uint64_t(1) << (f % 64);
         if (halide_default_can_use_target_features(words, mask) && machine_runs(rank)) best = rank;
