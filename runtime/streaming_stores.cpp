@@ -49,8 +49,7 @@ const KernelEntry* streaming_kernel_for(const BatchView& out, Pipeline pipeline,
                          out.buf.type.bytes();
     if (bytes < streaming_store_limit() || !rows_aligned(out.buf, kLineBytes)) return nullptr;
     if (second && !rows_aligned(*second, kLineBytes)) return nullptr;
-    // Mask vectors are stored 16 bytes at a time at most (AVX-512's 16 lanes).
-    if (mask && !rows_aligned(*mask, 16)) return nullptr;
+    if (mask && !rows_aligned(*mask, abi::max_mask_vector_bytes(out.buf.type.bytes()))) return nullptr;
     return find_streaming_kernel(pipeline, out.dtype, out.kernel_layout, fusion);
 }
 

@@ -17,7 +17,7 @@ namespace bnforge::detail {
 // has at least streaming_store_limit() bytes and every row of it starts on a
 // 64-byte boundary; else nullptr (call the ordinary kernel). A fused kernel
 // streams its other outputs too: `second` (backward's daddend, rows on 64
-// bytes as well) and the ReLU `mask` (rows on 16 bytes).
+// bytes as well) and the ReLU `mask` (rows on abi::max_mask_vector_bytes).
 const KernelEntry* streaming_kernel_for(const BatchView& out, Pipeline pipeline, Device device, Fusion fusion,
                                         const halide_buffer_t* second = nullptr,
                                         const halide_buffer_t* mask = nullptr);

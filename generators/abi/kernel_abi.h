@@ -12,6 +12,11 @@ namespace bnforge::abi {
 // Rows of the batch packed into one byte of the ReLU mask: bit k of byte
 // (d0, d1, m) is element (d0, d1, 8m + k) of the memory-order view.
 constexpr int kMaskRows = 8;
+// The widest mask vector a CPU kernel stores, in bytes, for outputs of
+// `value_bytes`: the ReLU apply runs one vector of its output type (AVX-512:
+// 16 float32 or 32 half-precision lanes), and a mask vector has a byte per
+// lane. The streaming variants' whole-vector mask stores need rows aligned to it.
+constexpr int max_mask_vector_bytes(int value_bytes) { return 64 / value_bytes; }
 
 // The kernel families. stats → apply and backward_reduce → backward_apply are
 // the two-pass pipelines; train_forward / train_backward do both passes per
