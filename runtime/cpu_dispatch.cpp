@@ -86,8 +86,8 @@ int rank_of(int count, const uint64_t* features) {
 }
 
 // The vector width (bits) the scalable-vector sub-target was compiled for:
-// "vector_bits_<n>" in BNFORGE_CPU_TARGETS; 0 when none says.
-int compiled_vector_bits() {
+// "vector_bits_<n>" in BNFORGE_CPU_TARGETS; 0 when none says. (Unused on x86.)
+[[maybe_unused]] int compiled_vector_bits() {
     static const int bits = [] {
         const std::string targets = BNFORGE_CPU_TARGETS_STRING;
         const size_t at = targets.find("vector_bits_");
