@@ -64,8 +64,6 @@ public:
         // "The apply a vector of its output type").
         const int vec = natural_vector_size(dtype);
         if (mask) {
-            if (vec > bnforge::abi::max_mask_vector_bytes(dtype.value().bytes()))
-                throw InternalError("bn_apply: mask vectors wider than the streaming kernels' alignment");
             schedule_masked_rows_cpu(*y, *mask, bits, d0, d1, n, m, vec);
         } else {
             const int channel_operands = static_cast<int>(channel_inputs().size());

@@ -128,7 +128,11 @@ namespace {
 
 // A mask's bits (d0, d1, m) for one vector of its row, at the mask's vector
 // loop `d0`: in registers, each of the byte's rows under its scalar batch test.
-void compute_mask_bits_cpu(const MaskBits& b, Func mask, const Var& d0, int vec) {
+// `value_bytes` is the masked output's: the streaming variants align mask rows
+// for vectors of at most abi::max_mask_vector_bytes of it.
+void compute_mask_bits_cpu(const MaskBits& b, Func mask, const Var& d0, int vec, int value_bytes) {
+    if (vec > bnforge::abi::max_mask_vector_bytes(value_bytes))
+        throw InternalError("mask vectors wider than the streaming kernels' alignment");
     Func bits = b.func;
     bits.compute_at(mask, d0).bound_storage(d0, vec).vectorize(d0, vec, TailStrategy::GuardWithIf);
     bits.update().reorder(d0, b.k).vectorize(d0, vec, TailStrategy::GuardWithIf).unroll(b.k);
@@ -151,7 +155,7 @@ void schedule_masked_rows_cpu(Func f, Func mask, const MaskBits& bits, const Var
     f.reorder(t.lanes, ni, d0).unroll(ni);
     split_rows_into_tasks(mask, d0, d1, m, rows_per_task, vec);
     mask.compute_with(f, d0);
-    compute_mask_bits_cpu(bits, mask, d0, vec);
+    compute_mask_bits_cpu(bits, mask, d0, vec, f.type().bytes());
 }
 
 ChannelLoop schedule_channels_cpu(Func f, Layout layout, const Var& d0, const Var& d1, const Var& n, int vec) {
@@ -180,7 +184,7 @@ void fuse_mask_with_channels(Func mask, const MaskBits& bits, const ChannelLoop&
     Func main = channels.func;  // a handle: the split is the main output's
     main.split(n, m, ni, kMaskRows, TailStrategy::GuardWithIf);
     mask.reorder(d0, m, d1).parallel(d1).vectorize(d0, vec, TailStrategy::GuardWithIf).compute_with(channels.func, m);
-    compute_mask_bits_cpu(bits, mask, d0, vec);
+    compute_mask_bits_cpu(bits, mask, d0, vec, main.type().bytes());
 }
 
 void schedule_channel_outputs_cpu(Func f, int vec) {
