@@ -154,7 +154,10 @@ void schedule_masked_rows_cpu(Func f, Func mask, const MaskBits& bits, const Var
     const TaskRows t = split_rows_into_tasks(f, d0, d1, m, rows_per_task, vec);
     f.reorder(t.lanes, ni, d0).unroll(ni);
     split_rows_into_tasks(mask, d0, d1, m, rows_per_task, vec);
-    mask.compute_with(f, d0);
+    // The mask row after y's (its x re-read from L1/L2), not each mask vector
+    // beside y's: fused per vector, the loop's setup was paid per 4 vectors
+    // at 7x7 NCHW (bench/analysis.md, "The mask row after the rows it packs").
+    mask.compute_with(f, t.rows);
     compute_mask_bits_cpu(bits, mask, d0, vec, f.type().bytes());
 }
 

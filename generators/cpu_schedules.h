@@ -61,7 +61,7 @@ Var schedule_rows_cpu(Func f, Layout layout, const Var& d0, const Var& d1, const
 // schedule_rows_cpu for an output `f` and its ReLU mask (d0, d1, m), whose
 // `bits` are computed per mask vector: rows taken kMaskRows batch rows at a
 // time, each vector of d0 for all kMaskRows rows (unrolled), then the mask
-// vector that packs them, whose inputs are still in L1. `f` is a pipeline
+// row that packs them, whose inputs are still in L1 or L2. `f` is a pipeline
 // output, whose shape sizes the tasks.
 void schedule_masked_rows_cpu(Func f, Func mask, const MaskBits& bits, const Var& d0, const Var& d1, const Var& n,
                               const Var& m, int vec);
