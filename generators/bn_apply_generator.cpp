@@ -64,7 +64,7 @@ public:
         // "The apply a vector of its output type").
         const int vec = natural_vector_size(dtype);
         if (mask) {
-            schedule_masked_rows_cpu(*y, *mask, bits, d0, d1, n, m, vec);
+            schedule_masked_rows_cpu(*y, *mask, bits, layout, d0, d1, n, m, vec);
         } else {
             const int channel_operands = static_cast<int>(channel_inputs().size());
             schedule_rows_cpu(*y, layout, d0, d1, n, y->dim(0).extent(), y->dim(1).extent() * y->dim(2).extent(), vec,

@@ -140,8 +140,8 @@ void compute_mask_bits_cpu(const MaskBits& b, Func mask, const Var& d0, int vec,
 
 }  // namespace
 
-void schedule_masked_rows_cpu(Func f, Func mask, const MaskBits& bits, const Var& d0, const Var& d1, const Var& n,
-                              const Var& m, int vec) {
+void schedule_masked_rows_cpu(Func f, Func mask, const MaskBits& bits, Layout layout, const Var& d0, const Var& d1,
+                              const Var& n, const Var& m, int vec) {
     Var ni("ni");
     // Tasks sized as schedule_rows_cpu's, a unit being the kMaskRows rows of
     // one mask row (bench/analysis.md, "The masked apply in tasks of 128 KiB").
@@ -154,10 +154,12 @@ void schedule_masked_rows_cpu(Func f, Func mask, const MaskBits& bits, const Var
     const TaskRows t = split_rows_into_tasks(f, d0, d1, m, rows_per_task, vec);
     f.reorder(t.lanes, ni, d0).unroll(ni);
     split_rows_into_tasks(mask, d0, d1, m, rows_per_task, vec);
-    // The mask row after y's (its x re-read from L1/L2), not each mask vector
-    // beside y's: fused per vector, the loop's setup was paid per 4 vectors
-    // at 7x7 NCHW (bench/analysis.md, "The mask row after the rows it packs").
-    mask.compute_with(f, t.rows);
+    // NCHW: the mask row after y's 8 rows (its x re-read from L1/L2), as each
+    // mask vector beside y's paid the fused loop's setup per 4 vectors at 7x7.
+    // NHWC rows are whole vectors of channels, and there the mask vector
+    // beside y's measured faster in the DRAM regime (bench/analysis.md, "The
+    // mask row after the rows it packs").
+    mask.compute_with(f, layout == Layout::NCHW ? t.rows : d0);
     compute_mask_bits_cpu(bits, mask, d0, vec, f.type().bytes());
 }
 

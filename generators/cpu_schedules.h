@@ -60,11 +60,12 @@ Var schedule_rows_cpu(Func f, Layout layout, const Var& d0, const Var& d1, const
 
 // schedule_rows_cpu for an output `f` and its ReLU mask (d0, d1, m), whose
 // `bits` are computed per mask vector: rows taken kMaskRows batch rows at a
-// time, each vector of d0 for all kMaskRows rows (unrolled), then the mask
-// row that packs them, whose inputs are still in L1 or L2. `f` is a pipeline
-// output, whose shape sizes the tasks.
-void schedule_masked_rows_cpu(Func f, Func mask, const MaskBits& bits, const Var& d0, const Var& d1, const Var& n,
-                              const Var& m, int vec);
+// time, each vector of d0 for all kMaskRows rows (unrolled), and the mask
+// that packs them: in NCHW its row after theirs, its inputs still in L1 or
+// L2; in NHWC each mask vector after theirs. `f` is a pipeline output, whose
+// shape sizes the tasks.
+void schedule_masked_rows_cpu(Func f, Func mask, const MaskBits& bits, Layout layout, const Var& d0, const Var& d1,
+                              const Var& n, const Var& m, int vec);
 
 // A one-pass pipeline's elementwise output `f` (NCHW, memory order d0, d1, n):
 // one parallel task per channel, its batch and spatial loops inside. Whatever
